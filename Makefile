@@ -1,0 +1,49 @@
+# fastact: `make test`, `make bench`, `make check-cuda` work on a fresh machine: each creates
+# what it needs (a .venv with pinned dependencies, the built extension) first.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+JOBS ?= 2
+
+# make check-cuda: the CUDA build of torch lives in a venv cached outside the checkout.
+CUDA_CACHE ?= $(HOME)/.cache/fastact
+CUDA_VENV := $(CUDA_CACHE)/venv-torch2.14.1-cu130
+CUDA_BUILD := $(CUDA_CACHE)/build-cuda
+CUDA_HOME ?= /usr/local/cuda
+
+.PHONY: test bench bench-quick check-cuda build clean
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+build: $(VENV)/.installed
+	MAX_JOBS=$(JOBS) FASTACT_SKIP_CUDA=1 $(PY) -m pip install -q --no-build-isolation --no-deps -e .
+
+test: build
+	$(PY) -m pytest
+
+bench: build
+	$(PY) benchmarks/run.py
+
+bench-quick: build
+	$(PY) benchmarks/run.py --quick
+
+$(CUDA_VENV)/.installed: requirements-cuda.txt
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CUDA_VENV)/bin/python -m pip install -q -r requirements-cuda.txt
+	touch $@
+
+check-cuda: $(CUDA_VENV)/.installed
+	rm -rf $(CUDA_BUILD)/lib
+	cd $(CURDIR) && CUDA_HOME=$(CUDA_HOME) FASTACT_FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" \
+		MAX_JOBS=$(JOBS) $(CUDA_VENV)/bin/python setup.py -q build \
+		--build-base $(CUDA_BUILD) --build-lib $(CUDA_BUILD)/lib
+	CUDA_HOME=$(CUDA_HOME) $(CUDA_VENV)/bin/python tools/check_cuda.py $(CUDA_BUILD)/lib
+
+clean:
+	rm -rf build *.egg-info fastact/_C*.so bench-results

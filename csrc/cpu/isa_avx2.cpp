@@ -1,0 +1,11 @@
+// The CPU kernels for AVX2 + FMA + F16C (x86-64 from 2013 on), chosen at run time by isa.cpp.
+// The headers compiled for the baseline come first: the pragma applies only to what follows,
+// so nothing but this file's kernels (namespace fastact::cpu::avx2) is built with AVX2.
+#include "cpu/storage.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+#define FASTACT_ISA avx2
+#include "cpu/kernels.h"

@@ -1,0 +1,25 @@
+"""fastact: fused kernels for the Hat, DCT-basis (ENN) and geometric ReLU (GmP) activations.
+
+    import fastact
+    y = fastact.hat(x)                       # or fastact.nn.Hat() in a model
+    with fastact.use_backend("reference"):   # "auto" (default), "cpu", "cuda", "triton"
+        ...
+
+See README.md for backends, dtypes and benchmarks.
+"""
+
+from fastact._version import __version__
+from fastact import _extension  # noqa: F401  (loads fastact._C, or warns once)
+from fastact._backend import available_backends, use_backend
+from fastact import reference
+from fastact.hat import hat
+from fastact import nn
+
+__all__ = [
+    "__version__",
+    "available_backends",
+    "use_backend",
+    "reference",
+    "hat",
+    "nn",
+]

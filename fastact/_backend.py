@@ -1,0 +1,118 @@
+"""Backend registry and selection.
+
+A backend is a family of kernels for every op:
+  "cpu"        the C++ extension's CPU kernels (CPU tensors)
+  "cuda"       the C++ extension's CUDA kernels (CUDA tensors)
+  "triton"     Triton kernels (CUDA tensors; CPU tensors through the Triton interpreter when
+               TRITON_INTERPRET=1 was set before fastact was imported)
+  "reference"  fastact.reference, pure PyTorch (any device)
+
+The selection is process-wide (like torch.backends flags): `use_backend(name)` as a context
+manager, else the environment variable FASTACT_BACKEND read at import, else "auto": CPU
+tensors go to "cpu" ("reference" if the extension is not built), CUDA tensors to the faster
+of "cuda" and "triton" for the op (CUDA_AUTO below).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from fastact import _extension
+from fastact import triton as _triton
+
+BACKENDS = ("cpu", "cuda", "triton", "reference")
+AUTO = "auto"
+
+# The faster GPU backend per op, from `make bench` on a GPU (see README). Both are
+# memory-bound there; the CUDA kernels skip Triton's launch overhead on small tensors.
+CUDA_AUTO = {
+    "hat": "cuda",
+}
+
+_stack: list[str] = []
+
+
+def _validated(name: str, source: str) -> str:
+    if name != AUTO and name not in BACKENDS:
+        raise ValueError(
+            f"fastact: unknown backend {name!r} from {source}; expected one of "
+            f"{', '.join(map(repr, (AUTO, *BACKENDS)))}"
+        )
+    return name
+
+
+_default = _validated(os.environ.get("FASTACT_BACKEND", AUTO) or AUTO, "FASTACT_BACKEND")
+
+
+def current_backend() -> str:
+    """The backend name in force: "auto" or one of BACKENDS."""
+    return _stack[-1] if _stack else _default
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Run the ops inside the `with` block on backend `name` ("auto", "cpu", "cuda",
+    "triton" or "reference"). Process-wide, not per thread; nests."""
+    _stack.append(_validated(name, "use_backend"))
+    try:
+        yield
+    finally:
+        _stack.pop()
+
+
+def _serves(backend: str, device: torch.device) -> bool:
+    """Whether `backend` can run an op on tensors of `device` on this machine. Meta tensors
+    are served by every backend with kernels (their fake kernels)."""
+    kind = device.type
+    if backend == "reference":
+        return True
+    if backend in ("cpu", "cuda"):
+        return _extension.has_kernels_for(backend) and kind in (backend, "meta")
+    # triton
+    if not _triton.AVAILABLE:
+        return False
+    return kind in ("cuda", "meta") or (kind == "cpu" and _triton.INTERPRET)
+
+
+def available_backends() -> list[str]:
+    """The backends that can run here: "cpu" when the extension is built, "cuda" when it has
+    CUDA kernels and a GPU is present, "triton" when Triton is installed and a GPU is
+    present (or TRITON_INTERPRET=1), and always "reference"."""
+    has_gpu = torch.cuda.is_available()
+    available = []
+    if _extension.has_kernels_for("cpu"):
+        available.append("cpu")
+    if has_gpu and _extension.has_kernels_for("cuda"):
+        available.append("cuda")
+    if _triton.AVAILABLE and (has_gpu or _triton.INTERPRET):
+        available.append("triton")
+    available.append("reference")
+    return available
+
+
+def select(op: str, device: torch.device) -> str:
+    """The backend that runs `op` on tensors of `device`, or a clear error."""
+    name = current_backend()
+    if name == AUTO:
+        if device.type in ("cpu", "meta"):
+            return "cpu" if _serves("cpu", device) else "reference"
+        if device.type == "cuda":
+            preferred = CUDA_AUTO[op]
+            for candidate in (preferred, "cuda", "triton", "reference"):
+                if _serves(candidate, device):
+                    return candidate
+        raise RuntimeError(
+            f"fastact.{op}: no fastact kernels serve tensors on {device.type!r} (the kernels "
+            "serve 'cpu' and 'cuda' tensors). The pure-PyTorch reference runs on any device: "
+            "wrap the call in `with fastact.use_backend('reference'):`."
+        )
+    if not _serves(name, device):
+        can = [b for b in BACKENDS if _serves(b, device)]
+        raise RuntimeError(
+            f"fastact.{op}: backend {name!r} cannot run on {device.type!r} tensors here; "
+            f"backends that can: {', '.join(map(repr, can))}"
+        )
+    return name

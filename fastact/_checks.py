@@ -1,0 +1,25 @@
+"""Argument checks shared by the ops: each error names the op, the argument and what was
+expected, and is raised before any kernel runs."""
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def float_tensor(op: str, name: str, value) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"fastact.{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"fastact.{op}: {name} must be a float16, bfloat16, float32 or float64 tensor, "
+            f"got {value.dtype}"
+        )
+
+
+def same_device(op: str, **tensors) -> None:
+    """All the given tensors (None skipped) live on one device."""
+    present = {name: t for name, t in tensors.items() if t is not None}
+    devices = {t.device for t in present.values()}
+    if len(devices) > 1:
+        listed = ", ".join(f"{name} on {t.device}" for name, t in present.items())
+        raise RuntimeError(f"fastact.{op}: expected all tensors on one device, got {listed}")

@@ -1,0 +1,44 @@
+"""Loads the compiled library fastact._C, or falls back with one clear warning."""
+
+import warnings
+
+import torch
+
+try:
+    from fastact import _C  # noqa: F401  (importing it registers torch.ops.fastact.*)
+
+    LOAD_ERROR = None
+except ImportError as error:  # not built, or built against another torch
+    _C = None
+    LOAD_ERROR = error
+    warnings.warn(
+        f"fastact: the compiled kernels (fastact._C) could not be loaded ({error}). CPU tensors "
+        "will use the pure-PyTorch 'reference' backend, which is correct but slow. Build the "
+        "kernels with `pip install --no-build-isolation -e .` (or `make test`).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def loaded() -> bool:
+    """Whether the compiled library is loaded (its ops are in torch.ops.fastact)."""
+    return _C is not None
+
+
+# The devices fastact._C has kernels for, read once here: the dispatcher query cannot be
+# traced by torch.compile, a frozenset can.
+KERNEL_DEVICES = frozenset(
+    device
+    for device in ("cpu", "cuda")
+    if _C is not None and torch._C._dispatch_has_kernel_for_dispatch_key("fastact::hat", device.upper())
+)
+
+
+def has_kernels_for(device_type: str) -> bool:
+    """Whether fastact._C was built with kernels for `device_type` ("cpu" or "cuda")."""
+    return device_type in KERNEL_DEVICES
+
+
+def cpu_isa() -> str | None:
+    """The instruction set the CPU kernels run with ("avx2" or "portable"), None if not built."""
+    return None if _C is None else _C.cpu_isa()

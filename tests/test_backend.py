@@ -1,0 +1,123 @@
+"""Backend selection: use_backend, FASTACT_BACKEND, auto choice and its errors, the
+portable CPU kernels, and the fallback when the extension is missing."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import fastact
+from fastact import _backend
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=300,
+    )
+
+
+def test_available_backends_here():
+    available = fastact.available_backends()
+    assert available[-1] == "reference"
+    assert "cpu" in available
+    assert set(available) <= set(_backend.BACKENDS)
+    assert ("cuda" in available) == (torch.cuda.is_available() and fastact._extension.has_kernels_for("cuda"))
+
+
+def test_auto_picks_cpu_kernels_for_cpu_tensors():
+    assert _backend.select("hat", torch.device("cpu")) == "cpu"
+
+
+def test_use_backend_nests_and_restores():
+    assert _backend.current_backend() == "auto"
+    with fastact.use_backend("reference"):
+        assert _backend.select("hat", torch.device("cpu")) == "reference"
+        with fastact.use_backend("cpu"):
+            assert _backend.select("hat", torch.device("cpu")) == "cpu"
+        assert _backend.current_backend() == "reference"
+    assert _backend.current_backend() == "auto"
+
+
+def test_unknown_backend_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown backend 'tpu'.*'reference'"):
+        with fastact.use_backend("tpu"):
+            pass
+
+
+def test_backend_that_cannot_serve_the_tensor_names_those_that_can():
+    with fastact.use_backend("cuda"):
+        with pytest.raises(RuntimeError, match="backend 'cuda' cannot run on 'cpu'.*'cpu'.*'reference'"):
+            fastact.hat(torch.ones(3))
+
+
+def test_device_without_kernels_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no fastact kernels serve tensors on 'xpu'.*use_backend\\('reference'\\)"):
+        _backend.select("hat", torch.device("xpu"))
+    with fastact.use_backend("reference"):
+        assert _backend.select("hat", torch.device("xpu")) == "reference"
+
+
+def test_meta_tensors_get_shapes():
+    x = torch.empty(3, 4, device="meta")
+    assert fastact.hat(x).shape == (3, 4)
+
+
+def test_environment_variable_sets_the_default():
+    result = run_python(
+        """
+        import torch, fastact
+        from fastact import _backend
+        print(_backend.current_backend(), _backend.select("hat", torch.device("cpu")))
+        """,
+        FASTACT_BACKEND="reference",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["reference", "reference"]
+    bad = run_python("import fastact", FASTACT_BACKEND="gpu")
+    assert bad.returncode != 0 and "unknown backend 'gpu' from FASTACT_BACKEND" in bad.stderr
+
+
+def test_portable_cpu_kernels_match_the_reference():
+    """The kernels compiled for the baseline instruction set, forced by FASTACT_CPU_ISA."""
+    result = run_python(
+        """
+        import torch, fastact
+        assert fastact._extension.cpu_isa() == "portable", fastact._extension.cpu_isa()
+        for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            x = (torch.randn(10007) * 2 + 1).to(dtype)
+            x[::97] = float("nan")
+            y = fastact.hat(x)
+            assert torch.equal(y.double().nan_to_num(7), fastact.reference.hat(x.double()).to(dtype).double().nan_to_num(7)), dtype
+            g = torch.randn_like(x)
+            assert torch.equal(torch.ops.fastact.hat_backward(g, x), torch.where((x > 0) & (x <= 1), g, torch.where((x > 1) & (x <= 2), -g, 0))), dtype
+        print("ok")
+        """,
+        FASTACT_CPU_ISA="portable",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_missing_extension_falls_back_to_reference_with_one_warning():
+    result = run_python(
+        """
+        import sys, warnings
+        sys.modules["fastact._C"] = None  # makes `from fastact import _C` fail
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import torch, fastact
+            y = fastact.hat(torch.tensor([0.5, 1.5]))
+            fastact.hat(torch.tensor([0.25]))
+        messages = [str(w.message) for w in caught if "fastact" in str(w.message)]
+        assert len(messages) == 1 and "reference" in messages[0], messages
+        assert fastact.available_backends()[-1] == "reference" and "cpu" not in fastact.available_backends()
+        assert y.tolist() == [0.5, 0.5]
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
