@@ -9,7 +9,7 @@ JOBS ?= 2
 # make check-cuda: the CUDA build of torch lives in a venv cached outside the checkout.
 CUDA_CACHE ?= $(HOME)/.cache/fastact
 CUDA_VENV := $(CUDA_CACHE)/venv-torch2.14.1-cu130
-CUDA_BUILD := $(CUDA_CACHE)/build-cuda
+CUDA_BUILD ?= $(CUDA_CACHE)/build-cuda
 CUDA_HOME ?= /usr/local/cuda
 
 .PHONY: test bench bench-quick check-cuda build clean

@@ -28,7 +28,9 @@ def cases(device: str, dtypes: list[torch.dtype], quick: bool):
             x = (torch.randn(numel, device=device) * 1.5 + 1).to(dtype).requires_grad_()
             g = torch.randn(numel, device=device).to(dtype)
             for mode in MODES:
-                case = Case("hat", mode, str(dtype).removeprefix("torch."), size, numel)
+                case = Case("hat", mode, str(dtype).removeprefix("torch."), size, numel,
+                            limit_name={"forward": "x.clone()", "backward": "torch.add(g, x)"}
+                            .get(mode, "x.clone() + torch.add(g, x)"))
                 for backend in fastact_backends(device):
                     case.providers[f"fastact[{backend}]"] = timed_modes(
                         with_backend(backend, fastact.hat), [x], g, mode)

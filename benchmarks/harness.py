@@ -30,12 +30,17 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class Case:
+    """One (op, mode, dtype, size). `providers` maps a name ("fastact[cpu]", "eager",
+    "compiled", "limit", ...) to a zero-argument callable; `limit_name` says what the "limit"
+    provider runs (e.g. "x.clone()", "nn.Linear+nn.ReLU")."""
+
     op: str
     mode: str
     dtype: str
     size: str  # a label: "2^24", "4096x1024", ...
     numel: int
     providers: dict[str, Callable[[], object]] = field(default_factory=dict)
+    limit_name: str = "memory-bound limit"
 
 
 @dataclass
