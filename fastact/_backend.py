@@ -15,7 +15,6 @@ of "cuda" and "triton" for the op (CUDA_AUTO below).
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
@@ -52,14 +51,21 @@ def current_backend() -> str:
     return _stack[-1] if _stack else _default
 
 
-@contextlib.contextmanager
-def use_backend(name: str):
-    """Run the ops inside the `with` block on backend `name` ("auto", "cpu", "cuda",
-    "triton" or "reference"). Process-wide, not per thread; nests."""
-    _stack.append(_validated(name, "use_backend"))
-    try:
-        yield
-    finally:
+class use_backend:
+    """Context manager: run the ops inside the `with` block on backend `name` ("auto",
+    "cpu", "cuda", "triton" or "reference"). Process-wide, not per thread; nests. (A plain
+    class rather than @contextmanager: entering costs ~1 us instead of ~8.)"""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = _validated(name, "use_backend")
+
+    def __enter__(self) -> "use_backend":
+        _stack.append(self.name)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
         _stack.pop()
 
 
