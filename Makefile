@@ -12,7 +12,7 @@ CUDA_VENV := $(CUDA_CACHE)/venv-torch2.14.1-cu130
 CUDA_BUILD ?= $(CUDA_CACHE)/build-cuda
 CUDA_HOME ?= /usr/local/cuda
 
-.PHONY: test bench bench-quick check-cuda build clean
+.PHONY: test bench bench-quick bench-check bench-baseline check-cuda build clean
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ bench: build
 
 bench-quick: build
 	$(PY) benchmarks/run.py --quick
+
+# The performance regression check (CI): the quick speed suite against the committed baseline.
+bench-check: build
+	$(PY) benchmarks/run.py --check benchmarks/baseline.json --out bench-results/check
+
+# A new baseline: the quick suite 5 times (one thread), the noise study in bench-results/.
+bench-baseline: build
+	$(PY) benchmarks/run.py --update-baseline benchmarks/baseline.json --out bench-results/baseline
 
 $(CUDA_VENV)/.installed: requirements-cuda.txt
 	$(PYTHON) -m venv $(CUDA_VENV)

@@ -8,7 +8,7 @@ import fastact
 from harness import MODES, Case, compiled, fastact_backends, timed_modes, with_backend
 
 SIZES = {"2^16": 2**16, "2^20": 2**20, "2^24": 2**24}
-QUICK_SIZES = {"2^20": 2**20, "2^24": 2**24}
+QUICK_SIZES = {"2^20": 2**20}  # one size: the regression check runs it (see run.py)
 
 
 def limit(x: torch.Tensor, g: torch.Tensor, mode: str):
