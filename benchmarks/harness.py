@@ -17,6 +17,11 @@ output page-faults (about 1.5 us per 4 KiB page here, more than the kernel itsel
 depends on the history of the process, not on the provider. `steady_allocator()` fixes that:
 freed memory stays in the heap (no trimming), allocations below 32 MiB reuse it, larger ones
 are mapped fresh each call (and fault, for every provider alike), as glibc does by default.
+Where an output lands relative to the inputs matters too: here the Hat kernel takes 0.16 ms
+instead of 0.12 ms on 2^20 float32 when its output starts 448-576 bytes after its input
+modulo 4 KiB (most likely 4 KiB aliasing of its loads with earlier stores). So each round holds a block of
+random size (`HeapShift`), which moves the outputs of that round by a random multiple of
+64 bytes: the samples cover several layouts instead of the one this process happened to get.
 
 Timing. CPU: torch.utils.benchmark's Timer, in blocks of calls sized once per provider so that
 a sample lasts at least MIN_SAMPLE_S; many short samples let the median drop the ones a
@@ -29,6 +34,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -139,6 +145,10 @@ def timed_modes(forward: Callable, inputs: list[torch.Tensor], grad: torch.Tenso
 
 
 def compiled(fn: Callable) -> Callable:
+    """fn under torch.compile, specialised to each shape (the compiler's best case). That is
+    one graph per shape, dtype and grad mode: a suite's sizes and dtypes make more than
+    dynamo's default limit of 8 per function, past which fullgraph=True fails."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     return torch.compile(fn, fullgraph=True, dynamic=False)
 
 
@@ -187,25 +197,52 @@ def sampled_rounds(call_s: float, rounds: int, min_run_time: float, min_samples:
     return {round(i * (rounds - 1) / max(1, wanted - 1)) for i in range(wanted)} if wanted > 1 else {rounds // 2}
 
 
-def run_case(case: Case, device: str, rounds: int, min_run_time: float,
-             min_samples: int = 3) -> dict[str, Timing]:
-    """Times every provider of `case`, interleaved over `rounds` rounds (alternating the
-    order); each provider gets about `min_run_time` seconds of samples in all."""
-    samplers = {name: Sampler(fn, device) for name, fn in case.providers.items()}
-    plan = {name: sampled_rounds(s.call_s, rounds, min_run_time, min_samples)
-            for name, s in samplers.items()}
-    samples: dict[str, list[float]] = {name: [] for name in samplers}
-    per_round: dict[str, list[float | None]] = {name: [] for name in samplers}
-    order = list(samplers)
+class HeapShift:
+    """Holds a block of 1 MiB + 64 k bytes (k random) on CPU: glibc places the next
+    allocations after it, so their offset from the inputs moves by 64 k bytes (mod 4 KiB)."""
+
+    def __init__(self, device: str, seed: int = 0):
+        self.device, self.rng, self.block = device, random.Random(seed), None
+
+    def next(self) -> None:
+        self.block = None
+        if self.device == "cpu":
+            self.block = torch.empty(2**20 + 64 * self.rng.randrange(64), dtype=torch.uint8)
+
+
+def run_cases(cases: list[Case], device: str, rounds: int, min_run_time: float,
+              min_samples: int = 3, progress=None) -> list[dict[str, Timing]]:
+    """Times every provider of every case, interleaved over `rounds` rounds: each round visits
+    every (case, provider), in alternating order, so each one's samples are spread over the
+    whole run and a slow spell of the machine hits them all alike; each round moves the heap
+    (HeapShift). Each provider gets about
+    `min_run_time` seconds of samples in all. `progress.update(label, weight)` (optional) is
+    told of each warmed-up case (weight 1) and each round (weight len(cases))."""
+    samplers = []
+    for case in cases:
+        samplers.append({name: Sampler(fn, device) for name, fn in case.providers.items()})
+        if progress:
+            progress.update(f"{' '.join(case.key)} warm-up", 1)
+    units = [(i, name) for i, case_samplers in enumerate(samplers) for name in case_samplers]
+    plan = {(i, name): sampled_rounds(samplers[i][name].call_s, rounds, min_run_time, min_samples)
+            for i, name in units}
+    samples: dict = {unit: [] for unit in units}
+    per_round: dict = {unit: [] for unit in units}
+    shift = HeapShift(device)
     for r in range(rounds):
-        for name in (order if r % 2 == 0 else order[::-1]):
-            if r not in plan[name]:
-                per_round[name].append(None)
+        shift.next()
+        for i, name in (units if r % 2 == 0 else units[::-1]):
+            if r not in plan[i, name]:
+                per_round[i, name].append(None)
                 continue
-            taken = samplers[name].take(min_run_time / len(plan[name]))
-            samples[name] += taken
-            per_round[name].append(statistics.median(taken))
-    return {name: Timing.of(samples[name], per_round[name]) for name in samplers}
+            taken = samplers[i][name].take(min_run_time / len(plan[i, name]))
+            samples[i, name] += taken
+            per_round[i, name].append(statistics.median(taken))
+        if progress:
+            progress.update((' '.join(cases[0].key) + " " if len(cases) == 1 else "")
+                            + f"round {r + 1}/{rounds}", len(cases))
+    return [{name: Timing.of(samples[i, name], per_round[i, name]) for name in case_samplers}
+            for i, case_samplers in enumerate(samplers)]
 
 
 def peak_memory_cuda(fn: Callable[[], object]) -> int:

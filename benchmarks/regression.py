@@ -15,6 +15,7 @@ This module is pure logic on results rows (dicts as in results.json): no timing,
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -97,6 +98,13 @@ def build_baseline(runs: list[dict], statistic: str = STATISTIC) -> dict:
         "machine": first["machine"],
         "ratios": entries,
     }
+
+
+def dumps(baseline: dict) -> str:
+    """baseline.json's text: one line per ratio, so that a refresh diffs readably."""
+    head = json.dumps({k: v for k, v in baseline.items() if k != "ratios"}, indent=1)
+    entries = ",\n  ".join(json.dumps(entry) for entry in baseline["ratios"])
+    return head[:-2] + ',\n "ratios": [\n  ' + entries + "\n ]\n}\n"
 
 
 @dataclass

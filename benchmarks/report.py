@@ -167,27 +167,27 @@ def plot(rows: list[dict], out: Path) -> dict[str, list[str]]:
 
 
 class Progress:
-    """A one-line progress bar on stderr (a line every 20 s when stderr is not a terminal)."""
+    """A one-line progress bar on stderr (a line every 20 s when stderr is not a terminal).
+    Work is counted in weighted units; the time left assumes the rest goes at the pace so far."""
 
-    def __init__(self, total: int | None, estimate_s: float | None):
-        self.total, self.estimate_s = total, estimate_s
-        self.done = 0
+    def __init__(self, total: float):
+        self.total, self.done = total, 0.0
         self.start = self.last_line = time.perf_counter()
         self.tty = sys.stderr.isatty()
 
-    def update(self, label: str) -> None:
-        self.done += 1
+    def update(self, label: str, weight: float = 1.0) -> None:
+        self.done += weight
         now = time.perf_counter()
         elapsed = now - self.start
-        total = max(self.total or self.done, self.done)
+        total = max(self.total, self.done)
         left = elapsed / self.done * (total - self.done)
         filled = round(20 * self.done / total)
-        text = (f"[{'#' * filled}{'.' * (20 - filled)}] {self.done}/{total} {label:<44.44} "
+        text = (f"[{'#' * filled}{'.' * (20 - filled)}] {self.done / total:4.0%} {label:<44.44} "
                 f"{mmss(elapsed)} elapsed, ~{mmss(left)} left")
         if self.tty:
             sys.stderr.write("\r" + text)
             sys.stderr.flush()
-        elif now - self.last_line >= 20 or self.done == total:
+        elif now - self.last_line >= 20:
             print(text, file=sys.stderr, flush=True)
             self.last_line = now
 

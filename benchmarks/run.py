@@ -32,8 +32,7 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 
 import fastact  # noqa: E402
-from harness import DTYPES, run_case  # noqa: E402
-from harness import fastact_backends, peak_memory_cuda, steady_allocator  # noqa: E402
+from harness import DTYPES, fastact_backends, peak_memory_cuda, run_cases, steady_allocator  # noqa: E402
 import memory  # noqa: E402
 import regression  # noqa: E402
 import report  # noqa: E402
@@ -43,11 +42,11 @@ import bench_hat  # noqa: E402
 OPS = {"hat": bench_hat.cases}
 
 
-# Timing of each case (harness.run_case): interleaved rounds, seconds of samples per provider,
+# Timing (harness.run_cases): interleaved rounds, seconds of samples per provider and case,
 # and the fewest samples of a provider whose single call outlasts its share of a round.
 TIMING = {
-    "full": {"rounds": 5, "min_run_time": 1.0, "min_samples": 3},
-    "quick": {"rounds": 5, "min_run_time": 0.3, "min_samples": 1},
+    "full": {"rounds": 8, "min_run_time": 1.0, "min_samples": 3},
+    "quick": {"rounds": 10, "min_run_time": 0.3, "min_samples": 1},
 }
 # Seconds a case takes beyond its timing (warm-up calls, torch.compile), for the estimate.
 CASE_OVERHEAD_S = {"full": 2.0, "quick": 1.2}
@@ -138,26 +137,43 @@ def estimate_s(n_cases: int, device: str, quick: bool) -> float:
 def run_speed(ops: list[str], dtypes: list, device: str, quick: bool, info: dict,
               measure_memory: bool, print_tables: bool = True,
               keep=lambda case: True) -> list[dict]:
-    """Times every case of `ops` (those `keep` accepts); prints a table per op."""
+    """Times every case of `ops` (those `keep` accepts) and prints a table per op. With
+    --quick all the cases of the run are interleaved with each other (harness.run_cases), so
+    the regression check's ratios average over the whole run rather than over the few seconds
+    one case takes; the full suite interleaves the providers within each case and holds one
+    case's tensors at a time."""
     timing = TIMING["quick" if quick else "full"]
-    n_cases = expected_cases(ops, len(dtypes), quick)
-    progress = report.Progress(n_cases, estimate_s(n_cases, device, quick))
-    rows = []
-    for op in ops:
-        op_rows = []
-        for case in OPS[op](device, dtypes, quick):
-            if not keep(case):
-                continue
-            row = summarise(case, run_case(case, device, **timing), info)
-            if measure_memory and device == "cuda" and case.mode == "forward+backward":
-                row["peak_mib"] = {name: round(peak_memory_cuda(fn) / report.MIB, 2)
-                                   for name, fn in case.providers.items()}
-                row["peak_how"] = "CUDA max_memory_allocated"
-            op_rows.append(row)
-            progress.update(f"{case.op} {case.mode} {case.dtype} {case.size}")
-        progress.clear()
+
+    def row_of(case, timings):
+        row = summarise(case, timings, info)
+        if measure_memory and device == "cuda" and case.mode == "forward+backward":
+            row["peak_mib"] = {name: round(peak_memory_cuda(fn) / report.MIB, 2)
+                               for name, fn in case.providers.items()}
+            row["peak_how"] = "CUDA max_memory_allocated"
+        return row
+
+    def show(op_rows):
         if print_tables and op_rows:
             report.print_rows(op_rows)
+
+    rows = []
+    if quick:
+        cases = [case for op in ops for case in OPS[op](device, dtypes, quick) if keep(case)]
+        progress = report.Progress(len(cases) * (1 + timing["rounds"]))
+        rows = [row_of(case, timings)
+                for case, timings in zip(cases, run_cases(cases, device, progress=progress,
+                                                          **timing))]
+        del cases
+        progress.clear()
+        for op in ops:
+            show([row for row in rows if row["op"] == op])
+        return rows
+    progress = report.Progress(expected_cases(ops, len(dtypes), quick) * (1 + timing["rounds"]))
+    for op in ops:
+        op_rows = [row_of(case, run_cases([case], device, progress=progress, **timing)[0])
+                   for case in OPS[op](device, dtypes, quick) if keep(case)]
+        progress.clear()
+        show(op_rows)
         rows += op_rows
     return rows
 
@@ -238,6 +254,9 @@ def check(args, info: dict) -> int:
               f"{args.device!r}; make a baseline for this device with --update-baseline",
               file=sys.stderr)
         return 2
+    if settings.get("timing") != TIMING["quick"]:
+        print(f"note: {path} was measured with timing settings {settings.get('timing')}, "
+              f"this run uses {TIMING['quick']}: refresh the baseline (make bench-baseline)")
     torch.set_num_threads(settings["threads"])
     info["threads"] = settings["threads"]
     args.quick, args.dtype = True, settings["dtypes"]
@@ -276,7 +295,7 @@ def update_baseline(args) -> int:
             return 1
         runs.append(json.loads((run_out / "results.json").read_text()))
     baseline = regression.build_baseline(runs)
-    path.write_text(json.dumps(baseline, indent=1) + "\n")
+    path.write_text(regression.dumps(baseline))
     noise = regression.noise_table(baseline)
     (out / "noise.md").write_text("# Noise study of the regression check's ratios\n\n"
                                   + "Load average before each run: "

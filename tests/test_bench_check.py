@@ -74,6 +74,13 @@ def test_baseline_holds_the_median_of_the_runs_and_a_tolerance_from_their_spread
            "| 18.2% | 40% |" in regression.noise_table(baseline)
 
 
+def test_baseline_text_has_a_line_per_ratio_and_reads_back():
+    baseline = baseline_of(row(), row(mode="backward"))
+    text = regression.dumps(baseline)
+    assert json.loads(text) == baseline
+    assert len([line for line in text.splitlines() if '"ratio":' in line]) == 4
+
+
 def test_compare_names_each_ratio_that_got_worse_and_by_how_much():
     baseline = baseline_of(row(), row(mode="backward"))  # /limit 2.0, /compiled 0.5; tol 0.10
     slow = [row(fastact_cpu=1.5), row(mode="backward", fastact_cpu=1.05)]
