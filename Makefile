@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 JOBS ?= 2
+# Extra arguments of benchmarks/run.py for make bench / bench-quick, e.g. BENCH_ARGS="--threads 1"
+BENCH_ARGS ?=
 
 # make check-cuda: the CUDA build of torch lives in a venv cached outside the checkout.
 CUDA_CACHE ?= $(HOME)/.cache/fastact
@@ -27,10 +29,10 @@ test: build
 	$(PY) -m pytest
 
 bench: build
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
 bench-quick: build
-	$(PY) benchmarks/run.py --quick
+	$(PY) benchmarks/run.py --quick $(BENCH_ARGS)
 
 # The performance regression check (CI): the quick speed suite against the committed baseline.
 bench-check: build

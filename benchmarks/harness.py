@@ -159,16 +159,19 @@ class Sampler:
     def __init__(self, fn: Callable[[], object], device: str):
         self.fn, self.device = fn, device
         fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        self._sync()
         start = time.perf_counter()
         fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        self._sync()
         self.call_s = max(time.perf_counter() - start, 1e-9)
         self.number = max(1, math.ceil(MIN_SAMPLE_S / self.call_s))
-        self._timer = torch_benchmark.Timer(stmt="fn()", globals={"fn": fn},
-                                            num_threads=torch.get_num_threads())
+        if device == "cpu":
+            self._timer = torch_benchmark.Timer(stmt="fn()", globals={"fn": fn},
+                                                num_threads=torch.get_num_threads())
+
+    def _sync(self) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
 
     def take(self, budget_s: float) -> list[float]:
         """Per-call times (s) of samples taken for about `budget_s`, at least one."""

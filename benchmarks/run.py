@@ -49,7 +49,7 @@ TIMING = {
     "quick": {"rounds": 10, "min_run_time": 0.3, "min_samples": 1},
 }
 # Seconds a case takes beyond its timing (warm-up calls, torch.compile), for the estimate.
-CASE_OVERHEAD_S = {"full": 2.0, "quick": 1.2}
+CASE_OVERHEAD_S = {"full": 3.5, "quick": 1.2}
 DEFAULT_BASELINE = HERE / "baseline.json"
 BASELINE_RUNS = 5
 

@@ -65,8 +65,19 @@ def speed_cases(request):
     return _Cases(*_settings(request.config))
 
 
+def synchronised(fn):
+    """fn, then a wait for the GPU: pytest-benchmark's clock does not wait for it."""
+    def run():
+        fn()
+        torch.cuda.synchronize()
+
+    return run
+
+
 def test_speed(benchmark, speed_cases, key, provider):
     fn = speed_cases.get(key).providers[provider]
+    if speed_cases.settings[0] == "cuda":
+        fn = synchronised(fn)
     benchmark.group = " ".join(key)
     benchmark.extra_info.update(op=key[0], mode=key[1], dtype=key[2], size=key[3])
     benchmark(fn)
