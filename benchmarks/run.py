@@ -51,6 +51,7 @@ TIMING = {
 # Seconds a case takes beyond its timing (warm-up calls, torch.compile), for the estimate.
 CASE_OVERHEAD_S = {"full": 3.5, "quick": 1.2}
 DEFAULT_BASELINE = HERE / "baseline.json"
+CASE_SEP = ":"  # --cases hat:forward+backward:float32:2^18
 BASELINE_RUNS = 5
 
 
@@ -208,15 +209,19 @@ def write_outputs(rows: list[dict], info: dict, settings: dict, out: Path, plots
 
 def speed_suite(args, info: dict) -> list[dict]:
     dtypes = [DTYPES[d] for d in args.dtype]
+    wanted = {tuple(case.split(CASE_SEP)) for case in args.cases or []}
+    if wanted:
+        args.ops = list(dict.fromkeys(key[0] for key in sorted(wanted)))
     settings = {"quick": args.quick, "threads": torch.get_num_threads(), "device": args.device,
                 "dtypes": args.dtype, "ops": args.ops,
                 "timing": TIMING["quick" if args.quick else "full"]}
-    n_cases = expected_cases(args.ops, len(dtypes), args.quick)
+    n_cases = len(wanted) or expected_cases(args.ops, len(dtypes), args.quick)
     print(f"speed suite: {', '.join(args.ops)}; {', '.join(args.dtype)}; about {n_cases} cases, "
           f"about {report.mmss(estimate_s(n_cases, args.device, args.quick))} min"
           + (" plus peak memory" if args.memory else ""), flush=True)
     start = time.perf_counter()
-    rows = run_speed(args.ops, dtypes, args.device, args.quick, info, args.memory)
+    rows = run_speed(args.ops, dtypes, args.device, args.quick, info, args.memory,
+                     keep=(lambda case: case.key in wanted) if wanted else (lambda case: True))
     if args.memory and args.device == "cpu":
         add_cpu_memory(rows, args.ops, args.dtype, args.quick)
         for op in dict.fromkeys(row["op"] for row in rows):
@@ -263,17 +268,24 @@ def check(args, info: dict) -> int:
     print(f"regression check: the --quick speed suite at {path}'s settings "
           f"({settings['threads']} thread(s), {', '.join(args.dtype)})")
     rows = speed_suite(args, info)
-    dtypes = [DTYPES[d] for d in args.dtype]
-
-    def remeasure(keys):
-        print(f"\nmeasuring {len(keys)} failing case(s) again ...", flush=True)
-        wanted = set(keys)
-        return run_speed(list(dict.fromkeys(k[0] for k in keys)), dtypes, args.device, True,
-                         info, False, print_tables=True, keep=lambda case: case.key in wanted)
-
-    result = regression.check(rows, baseline, args.ops, remeasure)
+    result = regression.check(rows, baseline, args.ops,
+                              lambda keys: remeasure(keys, args, Path(args.out) / "remeasured"))
     print(regression.report(result, str(args.check)))
     return 0 if result.passed else 1
+
+
+def remeasure(keys: list[tuple], args, out: Path) -> list[dict]:
+    """The rows of the cases `keys`, measured again in a fresh process (run.py --cases): a
+    slow spell that lasts the whole of one process (where its heap put the tensors, where
+    the machine placed it) then cannot fail a case twice."""
+    print(f"\nmeasuring {len(keys)} failing case(s) again, in a fresh process ...", flush=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--suite", "speed", "--quick",
+           "--no-memory", "--no-plots", "--threads", str(torch.get_num_threads()),
+           "--device", args.device, "--dtype", *args.dtype, "--out", str(out),
+           "--cases", *(CASE_SEP.join(key) for key in keys)]
+    if subprocess.run(cmd).returncode != 0:
+        raise RuntimeError("measuring the failing cases again failed: " + " ".join(cmd))
+    return json.loads((out / "results.json").read_text())["rows"]
 
 
 def update_baseline(args) -> int:
@@ -321,6 +333,8 @@ def main(argv=None) -> int:
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
                         help="peak memory of forward+backward (default: on, except --quick on CPU)")
     parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--cases", nargs="+", metavar="OP:MODE:DTYPE:SIZE",
+                        help="only these cases, e.g. hat:forward:float32:2^18")
     parser.add_argument("--check", metavar="BASELINE",
                         help="regression check against BASELINE (exit 1 if a ratio got worse)")
     parser.add_argument("--update-baseline", metavar="BASELINE", nargs="?",
@@ -335,6 +349,11 @@ def main(argv=None) -> int:
         parser.error("--device cuda: no CUDA GPU here")
     if args.suite != "spectral" and not fastact_backends(args.device):
         parser.error(f"no fastact kernels run on {args.device} here (build them: make build)")
+    unknown = [c for c in args.cases or [] if c.split(CASE_SEP)[0] not in OPS
+               or len(c.split(CASE_SEP)) != 4]
+    if unknown:
+        parser.error(f"--cases {' '.join(unknown)}: expected OP:MODE:DTYPE:SIZE with OP in "
+                     f"{', '.join(OPS)}")
     if args.update_baseline:
         return update_baseline(args)
     if args.threads:

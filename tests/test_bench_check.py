@@ -168,10 +168,15 @@ def run_module(monkeypatch):
 
     def fake_run_speed(ops, dtypes, device, quick, info, measure_memory, print_tables=True,
                        keep=lambda case: True):
-        calls.append((ops, quick, keep))
+        calls.append(("run", ops, quick))
+        return fake_run_speed.results.pop(0)
+
+    def fake_remeasure(keys, args, out):
+        calls.append(("remeasure", keys))
         return fake_run_speed.results.pop(0)
 
     monkeypatch.setattr(run, "run_speed", fake_run_speed)
+    monkeypatch.setattr(run, "remeasure", fake_remeasure)
     # --check sets the baseline's thread count and glibc's thresholds: not in the test process.
     monkeypatch.setattr(run.torch, "set_num_threads", lambda threads: None)
     monkeypatch.setattr(run, "steady_allocator", lambda: True)
@@ -192,7 +197,8 @@ def test_run_check_passes_after_a_clean_remeasurement(run_module, tmp_path, caps
     code = run_module.main(["--check", str(path), "--ops", "hat", "--out", str(tmp_path / "o"),
                             "--no-plots"])
     assert code == 0
-    assert len(run_module.calls) == 2 and run_module.calls[0][1] is True  # quick sizes
+    assert run_module.calls == [("run", ["hat"], True),  # quick sizes
+                                ("remeasure", [("hat", "forward", "float32", "2^20")])]
     assert "measured again" in capsys.readouterr().out
     assert json.loads((tmp_path / "o" / "results.json").read_text())["settings"]["quick"]
 
