@@ -39,8 +39,8 @@ bench-quick: build
 # it for `make test`; a build with nothing to do still takes a minute or two here).
 EXTENSION = $(firstword $(wildcard fastact/_C*.so))
 bench-check: $(VENV)/.installed
-	@if [ -z "$(EXTENSION)" ] || [ -n "$$(find csrc setup.py -type f -newer $(EXTENSION) -print -quit)" ]; \
-		then $(MAKE) build; fi
+	@if [ -z "$(EXTENSION)" ] || \
+		[ -n "$$(find csrc setup.py -type f -newer $(EXTENSION) -print -quit)" ]; then $(MAKE) build; fi
 	$(PY) benchmarks/run.py --check benchmarks/baseline.json --out bench-results/check
 
 # A new baseline: the quick suite 5 times (one thread), the noise study in bench-results/.

@@ -19,9 +19,16 @@ freed memory stays in the heap (no trimming), allocations below 32 MiB reuse it,
 are mapped fresh each call (and fault, for every provider alike), as glibc does by default.
 Where an output lands relative to the inputs matters too: here the Hat kernel takes 0.16 ms
 instead of 0.12 ms on 2^20 float32 when its output starts 448-576 bytes after its input
-modulo 4 KiB (most likely 4 KiB aliasing of its loads with earlier stores). So each round holds a block of
-random size (`HeapShift`), which moves the outputs of that round by a random multiple of
-64 bytes: the samples cover several layouts instead of the one this process happened to get.
+modulo 4 KiB (most likely 4 KiB aliasing of its loads with earlier stores). So each round
+holds a block of random size (`HeapShift`), which moves the outputs of that round by a
+random multiple of 64 bytes: the samples cover several layouts, not just the one this
+process happened to get.
+
+A bench module (bench_<op>.py) defines `cases(device, dtypes, quick)` yielding Cases, and
+SIZES / QUICK_SIZES dicts (label -> size) that run.py reads for its estimate. QUICK_SIZES is
+one size, the regression check's: tensors of about 1 MiB (in L2, where the ratios are steady
+on a shared machine; see bench_hat.py), each call 20 us or more. The full SIZES span in-cache
+and out-of-cache sizes; each op's full run should stay within about 3 minutes here.
 
 Timing. CPU: torch.utils.benchmark's Timer, in blocks of calls sized once per provider so that
 a sample lasts at least MIN_SAMPLE_S; many short samples let the median drop the ones a
@@ -195,9 +202,12 @@ def sampled_rounds(call_s: float, rounds: int, min_run_time: float, min_samples:
     """The rounds in which a provider is sampled: all of them, unless one call takes longer
     than its share of a round; then as many as `min_run_time` pays for, at least
     `min_samples`, spread evenly over the rounds."""
-    wanted = rounds if call_s <= min_run_time / rounds else max(min_samples, int(min_run_time / call_s))
-    wanted = min(rounds, wanted)
-    return {round(i * (rounds - 1) / max(1, wanted - 1)) for i in range(wanted)} if wanted > 1 else {rounds // 2}
+    if call_s <= min_run_time / rounds:
+        return set(range(rounds))
+    wanted = min(rounds, max(min_samples, int(min_run_time / call_s)))
+    if wanted == 1:
+        return {rounds // 2}
+    return {round(i * (rounds - 1) / (wanted - 1)) for i in range(wanted)}
 
 
 class HeapShift:

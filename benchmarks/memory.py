@@ -4,9 +4,10 @@ The benchmark process itself cannot measure this: glibc keeps freed memory in it
 hands it out again without the resident set growing. So each op runs in a fresh process
 (`python benchmarks/memory.py --op hat ...`) that sets glibc's mmap threshold to 64 KiB
 (harness.configure_malloc): every allocation of 64 KiB or more is mapped on its own and
-unmapped on free, so the resident set follows the live tensors. For each provider of the op's largest
-forward+backward case: two warm-up calls (compile, allocate), then the peak resident set is
-reset (`echo 5 > /proc/self/clear_refs`) and one call runs; its growth is VmHWM - VmRSS.
+unmapped on free, so the resident set follows the live tensors. For each provider of the op's
+largest forward+backward case: two warm-up calls (compile, allocate), then the peak resident
+set is reset (`echo 5 > /proc/self/clear_refs`) and one call runs; its growth is
+VmHWM - VmRSS.
 One process per op (both dtypes, providers one after another) keeps start-up costs to a few
 processes, run two at a time after all timing is done.
 """
@@ -88,7 +89,8 @@ def measure_all(ops: list[str], dtypes: list[str], quick: bool, threads: int,
         if proc.returncode == 0:
             records += json.loads(out.strip().splitlines()[-1])
         else:
-            errors.append(f"{op}: " + (err.strip().splitlines() or ["exit %d" % proc.returncode])[-1])
+            last = (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+            errors.append(f"{op}: {last}")
     return records, errors
 
 

@@ -32,7 +32,8 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 
 import fastact  # noqa: E402
-from harness import DTYPES, fastact_backends, peak_memory_cuda, run_cases, steady_allocator  # noqa: E402
+from harness import (DTYPES, fastact_backends, peak_memory_cuda, run_cases,  # noqa: E402
+                     steady_allocator)
 import memory  # noqa: E402
 import regression  # noqa: E402
 import report  # noqa: E402
