@@ -46,7 +46,7 @@ OPS = {"hat": bench_hat.cases}
 # Timing (harness.run_cases): interleaved rounds, seconds of samples per provider and case,
 # and the fewest samples of a provider whose single call outlasts its share of a round.
 TIMING = {
-    "full": {"rounds": 8, "min_run_time": 1.0, "min_samples": 3},
+    "full": {"rounds": 8, "min_run_time": 0.8, "min_samples": 3},
     "quick": {"rounds": 10, "min_run_time": 0.3, "min_samples": 1},
 }
 # Seconds a case takes beyond its timing (warm-up calls, torch.compile), for the estimate.
