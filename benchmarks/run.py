@@ -50,7 +50,7 @@ TIMING = {
     "quick": {"rounds": 10, "min_run_time": 0.3, "min_samples": 1},
 }
 # Seconds a case takes beyond its timing (warm-up calls, torch.compile), for the estimate.
-CASE_OVERHEAD_S = {"full": 3.5, "quick": 1.2}
+CASE_OVERHEAD_S = {"full": 3.5, "quick": 2.5}
 DEFAULT_BASELINE = HERE / "baseline.json"
 CASE_SEP = ":"  # --cases hat:forward+backward:float32:2^18
 BASELINE_RUNS = 5
@@ -220,6 +220,10 @@ def speed_suite(args, info: dict) -> list[dict]:
     print(f"speed suite: {', '.join(args.ops)}; {', '.join(args.dtype)}; about {n_cases} cases, "
           f"about {report.mmss(estimate_s(n_cases, args.device, args.quick))} min"
           + (" plus peak memory" if args.memory else ""), flush=True)
+    if args.device == "cpu" and torch.get_num_threads() > 1 and os.getloadavg()[0] > 1.5:
+        print(f"warning: the machine is busy (load average {info['load']}): a parallel region "
+              "waits for any thread another process preempts, which can dominate the times; "
+              "--threads 1 gives steadier figures", flush=True)
     start = time.perf_counter()
     rows = run_speed(args.ops, dtypes, args.device, args.quick, info, args.memory,
                      keep=(lambda case: case.key in wanted) if wanted else (lambda case: True))
