@@ -10,6 +10,8 @@ one partial sum per tile (a fixed block of elements of one channel) and term, wh
 _sum_pieces_kernel adds in a fixed order. No atomics anywhere.
 """
 
+import struct
+
 import torch
 import triton
 import triton.language as tl
@@ -144,15 +146,26 @@ def _channel_of(offsets, inner, channels, LAYOUT: tl.constexpr):
 
 
 @triton.jit
-def _dct_forward_kernel(x_ptr, y_ptr, table_ptr, params_ptr, n, inner, channels, stride_c,
-                        stride_j, num_coeffs, LAYOUT: tl.constexpr, ODD: tl.constexpr,
-                        CLAMP: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+def _domain(scale_bits, offset_bits, ACC: tl.constexpr):
+    # scale and offset arrive as the bits of float64s (a Python float would be a float32
+    # argument), rounded here to the compute type as the C++ kernels round them.
+    scale = scale_bits.to(tl.float64, bitcast=True).to(ACC)
+    offset = offset_bits.to(tl.float64, bitcast=True).to(ACC)
+    return scale, offset
+
+
+@triton.jit(do_not_specialize=["scale_bits", "offset_bits"])
+def _dct_forward_kernel(x_ptr, y_ptr, table_ptr, scale_bits, offset_bits, n, inner, channels,
+                        stride_c, stride_j, num_coeffs, LAYOUT: tl.constexpr,
+                        ODD: tl.constexpr, CLAMP: tl.constexpr, BLOCK: tl.constexpr,
+                        ACC: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
     coeff_ptrs = table_ptr + _channel_of(offsets, inner, channels, LAYOUT) * stride_c
+    scale, offset = _domain(scale_bits, offset_bits, ACC)
     lam, value, difference, _, _, sign_even, sign_odd, _, _, _ = _dct_point(
-        x, tl.load(params_ptr), tl.load(params_ptr + 1), ODD, CLAMP, ACC)
+        x, scale, offset, ODD, CLAMP, ACC)
     current = tl.zeros([BLOCK], ACC)  # the sum of the terms of j's parity
     other = tl.zeros([BLOCK], ACC)
     for j in range(num_coeffs):
@@ -170,15 +183,14 @@ def _dct_forward_kernel(x_ptr, y_ptr, table_ptr, params_ptr, n, inner, channels,
 
 @triton.jit
 def _dct_backward_tile(g, x, mask, channel_ptrs, partial_ptrs, partial_mask, num_coeffs,
-                       stride_j, partial_stride_j, params_ptr, ODD: tl.constexpr,
+                       stride_j, partial_stride_j, scale, offset, ODD: tl.constexpr,
                        CLAMP: tl.constexpr, GRAD_X: tl.constexpr, GRAD_COEFFS: tl.constexpr,
                        ACC: tl.constexpr):
     # One tile's grad_x, and its sums of grad * cos(pi k_j t) over axis 0 (the elements of a
     # column share a channel) stored at partial_ptrs + j * partial_stride_j. channel_ptrs
     # point at each element's row of the slope table.
     (lam, cos_value, cos_difference, sin_value, sin_difference, cos_sign_even, cos_sign_odd,
-     sin_sign_even, sin_sign_odd, flows) = _dct_point(
-        x, tl.load(params_ptr), tl.load(params_ptr + 1), ODD, CLAMP, ACC)
+     sin_sign_even, sin_sign_odd, flows) = _dct_point(x, scale, offset, ODD, CLAMP, ACC)
     weight = g * cos_sign_even
     weight_other = g * cos_sign_odd
     slope = tl.zeros(x.shape, ACC)
@@ -203,9 +215,10 @@ def _dct_backward_tile(g, x, mask, channel_ptrs, partial_ptrs, partial_mask, num
     return grad_x
 
 
-@triton.jit
-def _dct_backward_runs_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_ptr, params_ptr,
-                              per_channel, inner, channels, stride_c, stride_j, num_coeffs,
+@triton.jit(do_not_specialize=["scale_bits", "offset_bits"])
+def _dct_backward_runs_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_ptr, scale_bits,
+                              offset_bits, per_channel, inner, channels, stride_c, stride_j,
+                              num_coeffs,
                               LAYOUT: tl.constexpr, ODD: tl.constexpr, CLAMP: tl.constexpr,
                               GRAD_X: tl.constexpr, GRAD_COEFFS: tl.constexpr,
                               BLOCK: tl.constexpr, ACC: tl.constexpr):
@@ -221,17 +234,19 @@ def _dct_backward_runs_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_pt
     g = tl.load(grad_ptr + offsets, mask=mask, other=0.0).to(ACC)
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
     channel_ptrs = table_ptr + channel * stride_c + offsets * 0
+    scale, offset = _domain(scale_bits, offset_bits, ACC)
     grad_x = _dct_backward_tile(g, x, mask, channel_ptrs,
                                 partial_ptr + tile * num_coeffs * channels + channel, True,
-                                num_coeffs, stride_j, channels, params_ptr, ODD, CLAMP, GRAD_X,
+                                num_coeffs, stride_j, channels, scale, offset, ODD, CLAMP, GRAD_X,
                                 GRAD_COEFFS, ACC)
     if GRAD_X:
         tl.store(grad_x_ptr + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _dct_backward_rows_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_ptr, params_ptr,
-                              rows, channels, stride_c, stride_j, num_coeffs, ODD: tl.constexpr,
+@triton.jit(do_not_specialize=["scale_bits", "offset_bits"])
+def _dct_backward_rows_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_ptr, scale_bits,
+                              offset_bits, rows, channels, stride_c, stride_j, num_coeffs,
+                              ODD: tl.constexpr,
                               CLAMP: tl.constexpr, GRAD_X: tl.constexpr,
                               GRAD_COEFFS: tl.constexpr, ROWS: tl.constexpr,
                               COLUMNS: tl.constexpr, ACC: tl.constexpr):
@@ -246,9 +261,10 @@ def _dct_backward_rows_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_pt
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
     channel_ptrs = table_ptr + (column * stride_c)[None, :] + offsets * 0
     partial_ptrs = partial_ptr + tile * num_coeffs * channels + column
+    scale, offset = _domain(scale_bits, offset_bits, ACC)
     grad_x = _dct_backward_tile(g, x, mask, channel_ptrs, partial_ptrs, in_columns, num_coeffs,
-                                stride_j, channels, params_ptr, ODD, CLAMP, GRAD_X, GRAD_COEFFS,
-                                ACC)
+                                stride_j, channels, scale, offset, ODD, CLAMP, GRAD_X,
+                                GRAD_COEFFS, ACC)
     if GRAD_X:
         tl.store(grad_x_ptr + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
 
@@ -278,11 +294,16 @@ def _channel_view(dense: Tensor, channel_dim: int, rows: int) -> tuple[int, int,
     return (CHANNELS_FASTEST if inner == 1 else RUNS), dense.numel() // (rows * inner), rows, inner
 
 
+def _bits(value: float) -> int:
+    """A float64's bit pattern as an int64 (see _domain)."""
+    return struct.unpack("<q", struct.pack("<d", value))[0]
+
+
 def _tables(coeffs: Tensor, compute: torch.dtype, layout: int, lo: float, hi: float, odd: bool,
             slope: bool):
-    """(table, stride_c, stride_j, params): the coefficients (or the slope coefficients
-    G_j = -pi k_j F_j * scale) in the compute type, [K, C] when channels are fastest (so that
-    a warp's channels are contiguous) else [C, K]; params = [scale, offset]."""
+    """(table, stride_c, stride_j, scale bits, offset bits): the coefficients (or the slope
+    coefficients G_j = -pi k_j F_j * scale) in the compute type, [K, C] when channels are
+    fastest (so that a warp's channels are contiguous) else [C, K]; t = x * scale + offset."""
     scale, offset = 1.0 / (hi - lo), -lo / (hi - lo)
     table = coeffs.to(torch.float64)
     if slope:
@@ -295,8 +316,7 @@ def _tables(coeffs: Tensor, compute: torch.dtype, layout: int, lo: float, hi: fl
     else:
         table = table.contiguous()
         strides = (table.stride(0), 1)
-    params = torch.tensor([scale, offset], dtype=compute, device=coeffs.device)
-    return table, strides[0], strides[1], params
+    return table, strides[0], strides[1], _bits(scale), _bits(offset)
 
 
 @torch.library.custom_op("fastact_triton::dct_activation", mutates_args=())
@@ -308,9 +328,9 @@ def dct_activation(x: Tensor, coeffs: Tensor, channel_dim: int, lo: float, hi: f
         return y
     layout, _, channels, inner = _channel_view(y, channel_dim, coeffs.shape[0])
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
-    table, stride_c, stride_j, params = _tables(coeffs, compute, layout, lo, hi, odd, False)
+    table, stride_c, stride_j, scale, offset = _tables(coeffs, compute, layout, lo, hi, odd, False)
     launch(_dct_forward_kernel, (triton.cdiv(n, FORWARD_BLOCK),), in_layout_of(y, x), y, table,
-           params, n, inner, channels, stride_c, stride_j, coeffs.shape[1], LAYOUT=layout,
+           scale, offset, n, inner, channels, stride_c, stride_j, coeffs.shape[1], LAYOUT=layout,
            ODD=odd, CLAMP=clamp, BLOCK=FORWARD_BLOCK, ACC=compute_dtype(x.dtype),
            num_warps=FORWARD_WARPS)
     return y
@@ -339,23 +359,23 @@ def dct_activation_backward(grad_out: Tensor, x: Tensor, coeffs: Tensor, channel
     layout, outer, channels, inner = _channel_view(xd, channel_dim, coeffs.shape[0])
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     acc = compute_dtype(x.dtype)
-    table, stride_c, stride_j, params = _tables(coeffs, compute, layout, lo, hi, odd, True)
+    table, stride_c, stride_j, scale, offset = _tables(coeffs, compute, layout, lo, hi, odd, True)
     num_coeffs = coeffs.shape[1]
     if layout == CHANNELS_FASTEST:
         grid = (triton.cdiv(outer, ROW_TILE), triton.cdiv(channels, CHANNEL_TILE))
     else:
         grid = (triton.cdiv(outer * inner, RUN_TILE), channels)
-    partials = torch.empty((grid[0], num_coeffs, channels), dtype=compute, device=x.device) \
-        if need_coeffs else params
+    partials = torch.empty((grid[0] if need_coeffs else 0, num_coeffs, channels), dtype=compute,
+                           device=x.device)
     grad_x_arg = grad_x if need_x else xd
     if layout == CHANNELS_FASTEST:
-        launch(_dct_backward_rows_kernel, grid, gd, xd, grad_x_arg, partials, table, params, outer,
-               channels, stride_c, stride_j, num_coeffs, ODD=odd, CLAMP=clamp, GRAD_X=need_x,
+        launch(_dct_backward_rows_kernel, grid, gd, xd, grad_x_arg, partials, table, scale, offset,
+               outer, channels, stride_c, stride_j, num_coeffs, ODD=odd, CLAMP=clamp, GRAD_X=need_x,
                GRAD_COEFFS=need_coeffs, ROWS=ROW_TILE, COLUMNS=CHANNEL_TILE, ACC=acc,
                num_warps=ROW_WARPS)
     else:
-        launch(_dct_backward_runs_kernel, grid, gd, xd, grad_x_arg, partials, table, params,
-               outer * inner, inner, channels, stride_c, stride_j, num_coeffs, LAYOUT=layout,
+        launch(_dct_backward_runs_kernel, grid, gd, xd, grad_x_arg, partials, table, scale,
+               offset, outer * inner, inner, channels, stride_c, stride_j, num_coeffs, LAYOUT=layout,
                ODD=odd, CLAMP=clamp, GRAD_X=need_x, GRAD_COEFFS=need_coeffs, BLOCK=RUN_TILE,
                ACC=acc, num_warps=RUN_WARPS)
     if not need_coeffs:
@@ -382,7 +402,7 @@ def _specs() -> list[CompileSpec]:
                 specs.append(CompileSpec(
                     _dct_forward_kernel,
                     {"x_ptr": f"*{ttype}", "y_ptr": f"*{ttype}", "table_ptr": f"*{ctype}",
-                     "params_ptr": f"*{ctype}", "n": "i64", "inner": "i64", "channels": "i64",
+                     "scale_bits": "i64", "offset_bits": "i64", "n": "i64", "inner": "i64", "channels": "i64",
                      "stride_c": "i64", "stride_j": "i64", "num_coeffs": "i32",
                      "LAYOUT": "constexpr", "ODD": "constexpr", "CLAMP": "constexpr",
                      "BLOCK": "constexpr", "ACC": "constexpr"},
@@ -390,7 +410,7 @@ def _specs() -> list[CompileSpec]:
                      "ACC": acc}, FORWARD_WARPS))
             backward = {"grad_ptr": f"*{ttype}", "x_ptr": f"*{ttype}", "grad_x_ptr": f"*{ttype}",
                         "partial_ptr": f"*{ctype}", "table_ptr": f"*{ctype}",
-                        "params_ptr": f"*{ctype}"}
+                        "scale_bits": "i64", "offset_bits": "i64"}
             flags = {"ODD": odd, "CLAMP": clamp, "GRAD_X": True, "GRAD_COEFFS": True, "ACC": acc}
             specs.append(CompileSpec(
                 _dct_backward_rows_kernel,
