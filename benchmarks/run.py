@@ -38,9 +38,10 @@ import memory  # noqa: E402
 import regression  # noqa: E402
 import report  # noqa: E402
 
+import bench_dct  # noqa: E402
 import bench_hat  # noqa: E402
 
-OPS = {"hat": bench_hat.cases}
+OPS = {"hat": bench_hat.cases, "dct_activation": bench_dct.cases}
 
 
 # Timing (harness.run_cases): interleaved rounds, seconds of samples per provider and case,

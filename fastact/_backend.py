@@ -30,6 +30,9 @@ AUTO = "auto"
 # memory-bound there; the CUDA kernels skip Triton's launch overhead on small tensors.
 CUDA_AUTO = {
     "hat": "cuda",
+    # A guess, not measured (no GPU was available): the CUDA forward moves 16-byte packs with
+    # one channel lookup per pack, where the Triton kernel divides per element.
+    "dct_activation": "cuda",
 }
 
 # Each thread's stack of use_backend names (torch.compile guards on it like on any global).
