@@ -38,9 +38,15 @@ import memory  # noqa: E402
 import regression  # noqa: E402
 import report  # noqa: E402
 
+import bench_geometric  # noqa: E402
 import bench_hat  # noqa: E402
 
-OPS = {"hat": bench_hat.cases}
+OPS = {
+    "hat": bench_hat.cases,
+    "spherical_to_cartesian": bench_geometric.map_cases,
+    "geometric_relu": bench_geometric.layer_cases,
+    "geometric_relu_conv2d": bench_geometric.conv_cases,
+}
 
 
 # Timing (harness.run_cases): interleaved rounds, seconds of samples per provider and case,
