@@ -8,12 +8,13 @@
 //       z = radius * relu(z + bias) in place; returns the activity mask [rows, words] (int32)
 //   static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& mask,
 //                                                      const OutputGeometry&)
-//       the masked gradient g' (laid out as grad) and its column sums (float, double for double)
-//   static std::tuple<at::Tensor, at::Tensor> radial(at::Tensor& grad_u, const at::Tensor& u,
-//                                                    const at::Tensor& radius, const at::Tensor& sums,
-//                                                    const OutputGeometry&, const std::optional<at::Tensor>& bias)
+//       the masked gradient g' (laid out as grad) and its column sums per block of rows
+//       ([blocks, cols], float, double for double; blocks fixed by the batch size)
+//   static std::tuple<at::Tensor, at::Tensor, at::Tensor> radial(
+//       at::Tensor& grad_u, const at::Tensor& u, const at::Tensor& radius, const at::Tensor& partial,
+//       const OutputGeometry&, const std::optional<at::Tensor>& bias, bool with_weight)
 //       grad_u ([channels, fan_in], G' = g'^T x on entry) scaled in place by radius; returns
-//       (grad_radius, grad_bias) (fastact/geometric.h has the formulas)
+//       (grad_radius, grad_bias, radius * u or undefined) (fastact/geometric.h has the formulas)
 //
 // Only the mask is saved for the backward: neither the output nor the pre-activation.
 #pragma once
@@ -146,13 +147,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_backward(
               "] tensor matching the output, got ", grad_z.scalar_type(), " ", grad_z.sizes());
   const at::Tensor x2 = x.reshape({geometry.rows, u.size(1)});
   const at::Tensor grad = grad_z.reshape({geometry.rows, geometry.cols}).contiguous();
-  auto [grad_masked, sums] = Epilogues::backward(grad, mask, geometry);
-  // dL/dx = (radius * g') u = g' (radius u): scaling the small matrix, not the gradient.
-  at::Tensor grad_x = x_needs_grad ? at::mm(grad_masked, u * radius.unsqueeze(1)).view(x.sizes())
-                                   : at::empty({0}, x.options());
+  auto [grad_masked, partial] = Epilogues::backward(grad, mask, geometry);
   at::Tensor grad_u = at::mm(grad_masked.t(), x2);
-  auto [grad_radius, grad_bias] =
-      Epilogues::radial(grad_u, u.contiguous(), radius, sums, geometry, bias);
+  // dL/dx = (radius * g') u = g' (radius u): the radial pass scales the small matrix.
+  auto [grad_radius, grad_bias, weight] =
+      Epilogues::radial(grad_u, u.contiguous(), radius, partial, geometry, bias, x_needs_grad);
+  at::Tensor grad_x = x_needs_grad ? at::mm(grad_masked, weight).view(x.sizes())
+                                   : at::empty({0}, x.options());
   return {grad_x, grad_u, grad_radius, grad_bias};
 }
 
@@ -217,18 +218,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   const at::Tensor grad = grad_z.contiguous(conv_output_format(x));
   const OutputGeometry geometry = conv_geometry(op, grad, bias);
   check_mask(op, mask, geometry);
-  auto [grad_masked, sums] = Epilogues::backward(grad, mask, geometry);
-  // The weight gradient does not read the weight: pass radius * u for the input gradient.
-  const at::Tensor weight = x_needs_grad ? u * radius.view({-1, 1, 1, 1}) : u;
-  auto [grad_x, grad_weight, unused_bias] = at::convolution_backward(
-      grad_masked, x, weight, std::nullopt, stride, padding, dilation, /*transposed=*/false,
-      /*output_padding=*/{0, 0}, groups, {x_needs_grad, true, false});
-  if (!x_needs_grad) grad_x = at::empty({0}, x.options());
-  at::Tensor grad_u = grad_weight.contiguous();
-  const at::Tensor flat_u = u.contiguous().view({u.size(0), -1});
+  auto [grad_masked, partial] = Epilogues::backward(grad, mask, geometry);
+  // The weight gradient first (it does not read the weight); the radial pass then gives
+  // radius * u, the weight of the input gradient.
+  auto weight_grads = at::convolution_backward(
+      grad_masked, x, u, std::nullopt, stride, padding, dilation, /*transposed=*/false,
+      /*output_padding=*/{0, 0}, groups, {false, true, false});
+  at::Tensor grad_u = std::get<1>(weight_grads).contiguous();
   at::Tensor flat_grad_u = grad_u.view({u.size(0), -1});
-  auto [grad_radius, grad_bias] =
-      Epilogues::radial(flat_grad_u, flat_u, radius, sums, geometry, bias);
+  auto [grad_radius, grad_bias, flat_weight] =
+      Epilogues::radial(flat_grad_u, u.contiguous().view({u.size(0), -1}), radius, partial,
+                        geometry, bias, x_needs_grad);
+  at::Tensor grad_x = at::empty({0}, x.options());
+  if (x_needs_grad) {
+    grad_x = std::get<0>(at::convolution_backward(
+                             grad_masked, x, flat_weight.view(u.sizes()), std::nullopt, stride,
+                             padding, dilation, /*transposed=*/false, /*output_padding=*/{0, 0},
+                             groups, {true, false, false}))
+                 .contiguous(conv_output_format(x));
+  }
   if (bias.has_value()) grad_bias = grad_bias.view(bias->sizes());
   return {grad_x, grad_u, grad_radius, grad_bias};
 }

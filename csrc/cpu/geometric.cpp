@@ -171,12 +171,11 @@ struct CpuEpilogues {
   static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad,
                                                      const at::Tensor& mask,
                                                      const OutputGeometry& geometry) {
-    // Column sums over blocks of rows fixed by the batch size (at most 64 partial sums per
-    // column), then over the blocks in order.
+    // Column sums per block of rows (at most 64 per column), finished in order by radial().
     const int64_t rows_per_block = rows_per_sum_block(geometry.rows, 64, 64);
     const int64_t row_blocks = (geometry.rows + rows_per_block - 1) / rows_per_block;
-    const c10::ScalarType acc = compute_dtype(grad.scalar_type());
-    at::Tensor partial = at::zeros({row_blocks, geometry.cols}, grad.options().dtype(acc));
+    at::Tensor partial = at::empty({row_blocks, geometry.cols},
+                                   grad.options().dtype(compute_dtype(grad.scalar_type())));
     at::Tensor grad_masked = at::empty_like(grad);
     const auto kernel = geometric_relu_epilogue_backward_for_this_cpu();
     for_output_blocks(grad.scalar_type(), geometry, rows_per_block,
@@ -186,47 +185,36 @@ struct CpuEpilogues {
                                                 grad_masked.mutable_data_ptr(),
                                                 partial[row_block].mutable_data_ptr()});
                       });
-    at::Tensor sums = at::empty({geometry.cols}, partial.options());
-    AT_DISPATCH_FLOATING_TYPES(acc, "geometric_relu_column_sums", [&] {
-      const scalar_t* parts = partial.const_data_ptr<scalar_t>();
-      scalar_t* out = sums.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, geometry.cols, grain_for(row_blocks), [&](int64_t begin, int64_t end) {
-        for (int64_t m = begin; m < end; ++m) {
-          scalar_t total = 0;
-          for (int64_t b = 0; b < row_blocks; ++b) total += parts[b * geometry.cols + m];
-          out[m] = total;
-        }
-      });
-    });
-    return {grad_masked, sums};
+    return {grad_masked, partial};
   }
 
-  static std::tuple<at::Tensor, at::Tensor> radial(at::Tensor& grad_u, const at::Tensor& u,
-                                                   const at::Tensor& radius,
-                                                   const at::Tensor& sums,
-                                                   const OutputGeometry& geometry,
-                                                   const std::optional<at::Tensor>& bias) {
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> radial(
+      at::Tensor& grad_u, const at::Tensor& u, const at::Tensor& radius,
+      const at::Tensor& partial, const OutputGeometry& geometry,
+      const std::optional<at::Tensor>& bias, bool with_weight) {
     const bool per_position = bias.has_value() && bias->numel() != geometry.channels;
     const at::Tensor bias_values = bias.has_value() ? bias->contiguous() : at::Tensor();
     const at::Tensor radius_values = radius.contiguous();
     at::Tensor grad_radius = at::empty_like(radius_values);
     at::Tensor grad_bias = at::empty(per_position ? geometry.cols : geometry.channels,
                                      radius.options());
+    at::Tensor weight = with_weight ? at::empty_like(u) : at::Tensor();
     const int64_t fan_in = u.size(1);
+    const int64_t blocks = partial.size(0);
     const auto kernel = geometric_relu_radial_backward_for_this_cpu();
-    at::parallel_for(0, geometry.channels, grain_for(fan_in + geometry.positions),
-                     [&](int64_t begin, int64_t end) {
-                       kernel(RadialBackward{
-                           u.scalar_type(), fan_in, geometry.positions, begin, end,
-                           grad_u.mutable_data_ptr(), u.const_data_ptr(),
-                           radius_values.const_data_ptr(), sums.const_data_ptr(),
-                           geometry.stride_channel(), geometry.stride_position(),
-                           bias_values.defined() ? bias_values.const_data_ptr() : nullptr,
-                           per_position ? geometry.positions : 1, per_position ? 1 : 0,
-                           per_position, grad_radius.mutable_data_ptr(),
-                           grad_bias.mutable_data_ptr()});
-                     });
-    return {grad_radius, grad_bias};
+    at::parallel_for(
+        0, geometry.channels, grain_for(fan_in + blocks * geometry.positions),
+        [&](int64_t begin, int64_t end) {
+          kernel(RadialBackward{
+              u.scalar_type(), fan_in, geometry.positions, begin, end, grad_u.mutable_data_ptr(),
+              u.const_data_ptr(), radius_values.const_data_ptr(), partial.const_data_ptr(),
+              blocks, geometry.cols, geometry.stride_channel(), geometry.stride_position(),
+              bias_values.defined() ? bias_values.const_data_ptr() : nullptr,
+              per_position ? geometry.positions : 1, per_position ? 1 : 0, per_position,
+              grad_radius.mutable_data_ptr(), grad_bias.mutable_data_ptr(),
+              with_weight ? weight.mutable_data_ptr() : nullptr});
+        });
+    return {grad_radius, grad_bias, weight};
   }
 };
 

@@ -28,8 +28,9 @@ struct EpilogueForward {
   int32_t* mask;
 };
 
-// One pass of the backward epilogue: grad_masked = mask ? grad : 0, whose column sums over the
-// task's rows are added to `sums` (compute type, a row of cols values).
+// One pass of the backward epilogue: grad_masked = mask ? grad : 0, and the column sums over the
+// task's rows into `sums` (compute type, a row of cols values, of which the task owns its words'
+// columns).
 struct EpilogueBackward {
   OutputBlock block;
   const void* grad;
@@ -39,12 +40,15 @@ struct EpilogueBackward {
 };
 
 // The per-channel step of the backward (fastact/geometric.h): for channels [begin, end),
+//   S_{c,p} = sum over the row blocks, in order, of partial[b, column(c, p)],
 //   grad_radius_c = G'_c . u_c + sum_p bias_{c,p} S_{c,p},
 //   G'_c *= radius_c (in place: it becomes dL/du_c),
+//   weight_c = radius_c * u_c (for dL/dx = g' weight; skipped when null),
 //   grad_bias_{c,p} = radius_c * S_{c,p} (bias per position) or radius_c * sum_p S_{c,p},
-// where G' = g'^T x ([channels, fan_in]) and S the column sums of g' (compute type), indexed
-// S_{c,p} = sums[c * sum_stride_c + p * sum_stride_p]. Without bias, `bias` is null and only
-// the bias term drops out; bias per channel has bias_stride_p = 0.
+// where G' = g'^T x ([channels, fan_in]) and partial the backward epilogue's column sums per
+// block of rows (compute type, [blocks, cols]), column(c, p) = c * sum_stride_c +
+// p * sum_stride_p. Without bias, `bias` is null and only the bias term drops out; bias per
+// channel has bias_stride_p = 0.
 struct RadialBackward {
   c10::ScalarType dtype;
   int64_t fan_in;
@@ -53,13 +57,15 @@ struct RadialBackward {
   void* grad_u;
   const void* u;
   const void* radius;
-  const void* sums;
+  const void* partial;
+  int64_t blocks, cols;
   int64_t sum_stride_c, sum_stride_p;
   const void* bias;
   int64_t bias_stride_c, bias_stride_p;
   bool bias_per_position;
   void* grad_radius;
   void* grad_bias;
+  void* weight;
 };
 
 // A range of rows of a hyperspherical map: `n` coordinates per row (n - 1 angles), row-major.

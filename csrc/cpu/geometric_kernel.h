@@ -55,14 +55,14 @@ using Bits4 = Lanes<4>::Bits;
 FASTACT_HOST_DEVICE V4 splat(double v) { return V4{} + v; }
 
 // (f, v0, v1, v2) and (f, f, v0, v1): lanes moved up, the vacated ones from `fill`.
-FASTACT_HOST_DEVICE V4 shift_up_1(V4 v, V4 fill) { return __builtin_shuffle(v, fill, Bits4{4, 0, 1, 2}); }
-FASTACT_HOST_DEVICE V4 shift_up_2(V4 v, V4 fill) { return __builtin_shuffle(v, fill, Bits4{4, 5, 0, 1}); }
+FASTACT_HOST_DEVICE V4 shift_up_1(const V4& v, const V4& fill) { return __builtin_shuffle(v, fill, Bits4{4, 0, 1, 2}); }
+FASTACT_HOST_DEVICE V4 shift_up_2(const V4& v, const V4& fill) { return __builtin_shuffle(v, fill, Bits4{4, 5, 0, 1}); }
 // (v1, v2, v3, f) and (v2, v3, f, f).
-FASTACT_HOST_DEVICE V4 shift_down_1(V4 v, V4 fill) { return __builtin_shuffle(v, fill, Bits4{1, 2, 3, 4}); }
-FASTACT_HOST_DEVICE V4 shift_down_2(V4 v, V4 fill) { return __builtin_shuffle(v, fill, Bits4{2, 3, 4, 5}); }
+FASTACT_HOST_DEVICE V4 shift_down_1(const V4& v, const V4& fill) { return __builtin_shuffle(v, fill, Bits4{1, 2, 3, 4}); }
+FASTACT_HOST_DEVICE V4 shift_down_2(const V4& v, const V4& fill) { return __builtin_shuffle(v, fill, Bits4{2, 3, 4, 5}); }
 
 // Inclusive products within the vector: (s0, s0 s1, s0 s1 s2, s0 s1 s2 s3).
-FASTACT_HOST_DEVICE V4 inclusive_products(V4 s) {
+FASTACT_HOST_DEVICE V4 inclusive_products(const V4& s) {
   const V4 ones = splat(1.0);
   const V4 pairs = s * shift_up_1(s, ones);
   return pairs * shift_up_2(pairs, ones);
@@ -76,14 +76,14 @@ FASTACT_HOST_DEVICE V4 load4(const S* p, int64_t k) {
 }
 
 template <typename S>
-FASTACT_HOST_DEVICE void store4(S* p, int64_t k, V4 v) {
+FASTACT_HOST_DEVICE void store4(S* p, int64_t k, const V4& v) {
   for (int r = 0; r < 4; ++r) store_double(p, k + r, v[r]);
 }
 
 // sin and cos of 1 or 4 angles in double: the polynomial (recording lanes out of its range in
 // `bad`), or libm when the row is redone.
 template <bool kLibm, int R>
-FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> angle_sincos(typename Lanes<R>::Value x,
+FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> angle_sincos(const typename Lanes<R>::Value& x,
                                                                  Bits4& bad) {
   if constexpr (kLibm) {
     return sincos_libm<R>(x);
@@ -310,7 +310,7 @@ void geometric_relu_epilogue(const EpilogueForward& args) {
   });
 }
 
-// grad_masked = mask ? grad : 0 over the task's rows and words; column sums added to `sums`.
+// grad_masked = mask ? grad : 0 over the task's rows and words; their column sums into `sums`.
 void geometric_relu_epilogue_backward(const EpilogueBackward& args) {
   const OutputBlock& block = args.block;
   dispatch_storage(block.dtype, [&](auto storage) {
@@ -318,6 +318,9 @@ void geometric_relu_epilogue_backward(const EpilogueBackward& args) {
     using T = Storage<S>;
     using A = typename T::acc_t;
     A* sums = static_cast<A*>(args.sums);
+    const int64_t first_column = block.word_begin * 32;
+    const int64_t end_column = block.word_end * 32 < block.cols ? block.word_end * 32 : block.cols;
+    for (int64_t m = first_column; m < end_column; ++m) sums[m] = A(0);
     const auto word = [&](const S* grad, S* out, uint32_t bits, int64_t first, int64_t count) {
       for (int64_t j = 0; j < count; ++j) {
         const int64_t m = first + j;
@@ -350,8 +353,9 @@ void geometric_relu_radial_backward(const RadialBackward& args) {
     using S = decltype(storage);
     using T = Storage<S>;
     using A = typename T::acc_t;
-    const A* sums = static_cast<const A*>(args.sums);
+    const A* partial = static_cast<const A*>(args.partial);
     const S* bias = static_cast<const S*>(args.bias);
+    S* grad_bias = static_cast<S*>(args.grad_bias);
     for (int64_t c = args.channel_begin; c < args.channel_end; ++c) {
       S* grad_u = static_cast<S*>(args.grad_u) + c * args.fan_in;
       const S* u = static_cast<const S*>(args.u) + c * args.fan_in;
@@ -359,23 +363,22 @@ void geometric_relu_radial_backward(const RadialBackward& args) {
       A bias_term = A(0);
       A sum_all = A(0);
       for (int64_t p = 0; p < args.positions; ++p) {
-        const A s = sums[c * args.sum_stride_c + p * args.sum_stride_p];
+        const A* column = partial + c * args.sum_stride_c + p * args.sum_stride_p;
+        A s = A(0);
+        for (int64_t b = 0; b < args.blocks; ++b) s += column[b * args.cols];
         sum_all += s;
         if (bias != nullptr) {
           bias_term += T::load(bias[c * args.bias_stride_c + p * args.bias_stride_p]) * s;
         }
+        if (args.bias_per_position) grad_bias[c * args.positions + p] = T::store(radius * s);
       }
+      if (!args.bias_per_position) grad_bias[c] = T::store(radius * sum_all);
       const A dot = dot_in_fixed_order(grad_u, u, args.fan_in);
       static_cast<S*>(args.grad_radius)[c] = T::store(dot + bias_term);
       for (int64_t k = 0; k < args.fan_in; ++k) grad_u[k] = T::store(radius * T::load(grad_u[k]));
-      S* grad_bias = static_cast<S*>(args.grad_bias);
-      if (args.bias_per_position) {
-        for (int64_t p = 0; p < args.positions; ++p) {
-          grad_bias[c * args.positions + p] =
-              T::store(radius * sums[c * args.sum_stride_c + p * args.sum_stride_p]);
-        }
-      } else {
-        grad_bias[c] = T::store(radius * sum_all);
+      if (args.weight != nullptr) {
+        S* weight = static_cast<S*>(args.weight) + c * args.fan_in;
+        for (int64_t k = 0; k < args.fan_in; ++k) weight[k] = T::store(radius * T::load(u[k]));
       }
     }
   });

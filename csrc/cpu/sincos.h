@@ -63,9 +63,9 @@ struct SinCos {
 // sin x = (sin y, cos y, -sin y, -cos y)[q], cos x = (cos y, -sin y, -cos y, sin y)[q]; a swap on
 // bit 0, then sign flips: sin's on bit 1 of q, cos's on bit 1 of q + 1.
 template <int R>
-FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> in_quadrant(typename Lanes<R>::Value sin_y,
-                                                                 typename Lanes<R>::Value cos_y,
-                                                                 typename Lanes<R>::Bits quadrant) {
+FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> in_quadrant(const typename Lanes<R>::Value& sin_y,
+                                                                 const typename Lanes<R>::Value& cos_y,
+                                                                 const typename Lanes<R>::Bits& quadrant) {
   using V = typename Lanes<R>::Value;
   using Bits = typename Lanes<R>::Bits;
   const auto swap = (quadrant & 1) != 0;
@@ -83,7 +83,7 @@ FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> in_quadrant(typename Lanes<
 
 template <int R>
 FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> sincos_reducible(
-    typename Lanes<R>::Value x) {
+    const typename Lanes<R>::Value& x) {
   using V = typename Lanes<R>::Value;
   using Bits = typename Lanes<R>::Bits;
   // fdlibm's pi/2 = part1 + part2 + part3, the first two with 33 significant bits.
@@ -119,7 +119,7 @@ FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> sincos_reducible(
 // Lanes outside the polynomial's range: |x| > kSincosReducibleLimit, NaN, inf. Accumulated
 // over a row, which is then redone with libm (sincos_libm) in the rare case it is non-zero.
 template <int R>
-FASTACT_HOST_DEVICE typename Lanes<R>::Bits unreducible(typename Lanes<R>::Value x) {
+FASTACT_HOST_DEVICE typename Lanes<R>::Bits unreducible(const typename Lanes<R>::Value& x) {
   // On the bits: |x| as an integer exceeds the limit's bits for larger |x|, inf and NaN.
   constexpr int64_t kLimitBits = 0x4120000000000000;  // 0x1p19
   static_assert(kSincosReducibleLimit == 0x1p19);
@@ -129,7 +129,7 @@ FASTACT_HOST_DEVICE typename Lanes<R>::Bits unreducible(typename Lanes<R>::Value
 }
 
 template <int R>
-FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> sincos_libm(typename Lanes<R>::Value x) {
+FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> sincos_libm(const typename Lanes<R>::Value& x) {
   SinCos<typename Lanes<R>::Value> result;
   for (int r = 0; r < R; ++r) {
     set_lane(result.sin, r, std::sin(lane(x, r)));
@@ -159,19 +159,19 @@ struct SinCosFloat8 {
 };
 
 // The two halves of 8 lanes, widened to 64 bits.
-FASTACT_HOST_DEVICE void widen(Float8 v, Lanes<4>::Value* halves) {
+FASTACT_HOST_DEVICE void widen(const Float8& v, Lanes<4>::Value* halves) {
   using Double8 = double __attribute__((vector_size(64)));
   const Double8 wide = __builtin_convertvector(v, Double8);
   std::memcpy(halves, &wide, sizeof(wide));
 }
 
-FASTACT_HOST_DEVICE void widen(Int8 v, Lanes<4>::Bits* halves) {
+FASTACT_HOST_DEVICE void widen(const Int8& v, Lanes<4>::Bits* halves) {
   using Long8 = int64_t __attribute__((vector_size(64)));
   const Long8 wide = __builtin_convertvector(v, Long8);
   std::memcpy(halves, &wide, sizeof(wide));
 }
 
-FASTACT_HOST_DEVICE Int8 unreducible_float8(Float8 x) {
+FASTACT_HOST_DEVICE Int8 unreducible_float8(const Float8& x) {
   constexpr int32_t kLimitBits = 0x45800000;  // 0x1p12f
   static_assert(kSincosFloatReducibleLimit == 0x1p12f);
   Int8 bits;
@@ -179,7 +179,7 @@ FASTACT_HOST_DEVICE Int8 unreducible_float8(Float8 x) {
   return Int8((bits & 0x7FFFFFFF) > kLimitBits);
 }
 
-FASTACT_HOST_DEVICE SinCosFloat8 sincos_float8(Float8 x) {
+FASTACT_HOST_DEVICE SinCosFloat8 sincos_float8(const Float8& x) {
   const Float8 shifted = x * 0.636619772367581343f + 0x1.8p23f;
   const Float8 j = shifted - 0x1.8p23f;
   Int8 bits;

@@ -444,17 +444,6 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
-template <typename acc_t>
-__global__ void __launch_bounds__(kBlockThreads)
-    sum_blocks_kernel(const acc_t* __restrict__ partial, acc_t* __restrict__ sums, int64_t blocks,
-                      int64_t cols) {
-  const int64_t m = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (m >= cols) return;
-  acc_t total = acc_t(0);
-  for (int64_t b = 0; b < blocks; ++b) total += partial[b * cols + m];
-  sums[m] = total;
-}
-
 // A block per channel (geometric_args.h of the CPU kernels has the formulas): block sums in a
 // fixed tree order.
 template <typename acc_t>
@@ -474,9 +463,10 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kBlockThreads)
     radial_backward_kernel(scalar_t* __restrict__ grad_u, const scalar_t* __restrict__ u,
                            const scalar_t* __restrict__ radius,
-                           const at::opmath_type<scalar_t>* __restrict__ sums,
-                           const scalar_t* __restrict__ bias, scalar_t* __restrict__ grad_radius,
-                           scalar_t* __restrict__ grad_bias, int64_t fan_in, int64_t positions,
+                           const at::opmath_type<scalar_t>* __restrict__ partial, int64_t blocks,
+                           int64_t cols, const scalar_t* __restrict__ bias,
+                           scalar_t* __restrict__ grad_radius, scalar_t* __restrict__ grad_bias,
+                           scalar_t* __restrict__ weight, int64_t fan_in, int64_t positions,
                            int64_t sum_stride_c, int64_t sum_stride_p, int64_t bias_stride_c,
                            int64_t bias_stride_p, bool bias_per_position) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -484,26 +474,26 @@ __global__ void __launch_bounds__(kBlockThreads)
   const int64_t c = blockIdx.x;
   scalar_t* g_row = grad_u + c * fan_in;
   const scalar_t* u_row = u + c * fan_in;
+  const acc_t r = static_cast<acc_t>(radius[c]);
   acc_t dot = acc_t(0), bias_term = acc_t(0), sum_all = acc_t(0);
   for (int64_t k = threadIdx.x; k < fan_in; k += kBlockThreads) {
     dot += static_cast<acc_t>(g_row[k]) * static_cast<acc_t>(u_row[k]);
   }
   for (int64_t p = threadIdx.x; p < positions; p += kBlockThreads) {
-    const acc_t s = sums[c * sum_stride_c + p * sum_stride_p];
+    // S_{c,p}: the column's partial sums over the blocks of rows, in order.
+    const acc_t* column = partial + c * sum_stride_c + p * sum_stride_p;
+    acc_t s = acc_t(0);
+    for (int64_t b = 0; b < blocks; ++b) s += column[b * cols];
     sum_all += s;
     if (bias != nullptr) bias_term += static_cast<acc_t>(bias[c * bias_stride_c + p * bias_stride_p]) * s;
+    if (bias_per_position) grad_bias[c * positions + p] = static_cast<scalar_t>(r * s);
   }
   dot = block_sum(dot, scratch);
   bias_term = block_sum(bias_term, scratch);
   sum_all = block_sum(sum_all, scratch);
-  const acc_t r = static_cast<acc_t>(radius[c]);
   for (int64_t k = threadIdx.x; k < fan_in; k += kBlockThreads) {
     g_row[k] = static_cast<scalar_t>(r * static_cast<acc_t>(g_row[k]));
-  }
-  if (bias_per_position) {
-    for (int64_t p = threadIdx.x; p < positions; p += kBlockThreads) {
-      grad_bias[c * positions + p] = static_cast<scalar_t>(r * sums[c * sum_stride_c + p * sum_stride_p]);
-    }
+    if (weight != nullptr) weight[c * fan_in + k] = static_cast<scalar_t>(r * static_cast<acc_t>(u_row[k]));
   }
   if (threadIdx.x == 0) {
     grad_radius[c] = static_cast<scalar_t>(dot + bias_term);
@@ -540,51 +530,49 @@ struct CudaEpilogues {
   static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& mask,
                                                      const OutputGeometry& geometry) {
     const c10::cuda::OptionalCUDAGuard guard(grad.device());
+    // Column sums per block of rows (at most 256 per column), finished in order by radial().
     const int64_t rows_per_block = rows_per_sum_block(geometry.rows, 64, 256);
     const int64_t blocks = (geometry.rows + rows_per_block - 1) / rows_per_block;
-    const c10::ScalarType acc = compute_dtype(grad.scalar_type());
     at::Tensor grad_masked = at::empty_like(grad);
-    at::Tensor sums = at::zeros({geometry.cols}, grad.options().dtype(acc));
-    if (blocks == 0 || geometry.cols == 0) return {grad_masked, sums};
-    at::Tensor partial = at::empty({blocks, geometry.cols}, grad.options().dtype(acc));
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    at::Tensor partial =
+        at::empty({blocks, geometry.cols}, grad.options().dtype(compute_dtype(grad.scalar_type())));
+    if (blocks == 0 || geometry.cols == 0) return {grad_masked, partial};
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "geometric_relu_epilogue_backward", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      epilogue_backward_kernel<scalar_t><<<dim3(geometry.words_per_row(), blocks), kBlockThreads, 0, stream>>>(
-          grad.const_data_ptr<scalar_t>(), mask.const_data_ptr<int32_t>(),
-          grad_masked.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_t>(),
-          geometry.rows, geometry.cols, geometry.words_per_row(), rows_per_block);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      sum_blocks_kernel<acc_t><<<blocks_for(geometry.cols), kBlockThreads, 0, stream>>>(
-          partial.const_data_ptr<acc_t>(), sums.mutable_data_ptr<acc_t>(), blocks, geometry.cols);
+      epilogue_backward_kernel<scalar_t>
+          <<<dim3(geometry.words_per_row(), blocks), kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+              grad.const_data_ptr<scalar_t>(), mask.const_data_ptr<int32_t>(),
+              grad_masked.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_t>(),
+              geometry.rows, geometry.cols, geometry.words_per_row(), rows_per_block);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-    return {grad_masked, sums};
+    return {grad_masked, partial};
   }
 
-  static std::tuple<at::Tensor, at::Tensor> radial(at::Tensor& grad_u, const at::Tensor& u,
-                                                   const at::Tensor& radius, const at::Tensor& sums,
-                                                   const OutputGeometry& geometry,
-                                                   const std::optional<at::Tensor>& bias) {
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> radial(
+      at::Tensor& grad_u, const at::Tensor& u, const at::Tensor& radius, const at::Tensor& partial,
+      const OutputGeometry& geometry, const std::optional<at::Tensor>& bias, bool with_weight) {
     const c10::cuda::OptionalCUDAGuard guard(u.device());
     const bool per_position = bias.has_value() && bias->numel() != geometry.channels;
     const at::Tensor bias_values = bias.has_value() ? bias->contiguous() : at::Tensor();
     const at::Tensor radius_values = radius.contiguous();
     at::Tensor grad_radius = at::empty_like(radius_values);
     at::Tensor grad_bias = at::empty(per_position ? geometry.cols : geometry.channels, radius.options());
-    if (geometry.channels == 0) return {grad_radius, grad_bias};
+    at::Tensor weight = with_weight ? at::empty_like(u) : at::Tensor();
+    if (geometry.channels == 0) return {grad_radius, grad_bias, weight};
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "geometric_relu_radial_backward", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       radial_backward_kernel<scalar_t><<<geometry.channels, kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
           grad_u.mutable_data_ptr<scalar_t>(), u.const_data_ptr<scalar_t>(),
-          radius_values.const_data_ptr<scalar_t>(), sums.const_data_ptr<acc_t>(),
-          bias_values.defined() ? bias_values.const_data_ptr<scalar_t>() : nullptr,
+          radius_values.const_data_ptr<scalar_t>(), partial.const_data_ptr<acc_t>(), partial.size(0),
+          geometry.cols, bias_values.defined() ? bias_values.const_data_ptr<scalar_t>() : nullptr,
           grad_radius.mutable_data_ptr<scalar_t>(), grad_bias.mutable_data_ptr<scalar_t>(),
-          u.size(1), geometry.positions, geometry.stride_channel(), geometry.stride_position(),
-          per_position ? geometry.positions : 1, per_position ? 1 : 0, per_position);
+          with_weight ? weight.mutable_data_ptr<scalar_t>() : nullptr, u.size(1), geometry.positions,
+          geometry.stride_channel(), geometry.stride_position(), per_position ? geometry.positions : 1,
+          per_position ? 1 : 0, per_position);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
-    return {grad_radius, grad_bias};
+    return {grad_radius, grad_bias, weight};
   }
 };
 

@@ -273,24 +273,17 @@ def _epilogue_backward_kernel(grad_ptr, mask_ptr, out_ptr, partial_ptr, rows, co
 
 
 @triton.jit
-def _sum_blocks_kernel(partial_ptr, sums_ptr, blocks, cols, BLOCK: tl.constexpr):
-    # The column sums over the row blocks, in block order.
-    m = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    total = tl.zeros((BLOCK,), sums_ptr.dtype.element_ty)
-    for b in range(0, blocks):
-        total += tl.load(partial_ptr + b * cols + m, mask=m < cols, other=0.0)
-    tl.store(sums_ptr + m, total, mask=m < cols)
-
-
-@triton.jit
-def _radial_backward_kernel(grad_u_ptr, u_ptr, radius_ptr, sums_ptr, bias_ptr, grad_radius_ptr,
-                            grad_bias_ptr, fan_in, positions, sum_stride_c, sum_stride_p,
-                            bias_stride_c, bias_stride_p, HAS_BIAS: tl.constexpr,
-                            PER_POSITION: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
-    # fastact/geometric.h, per channel c: grad_radius = G'_c . u_c + sum_p bias S, G'_c *= radius,
+def _radial_backward_kernel(grad_u_ptr, u_ptr, radius_ptr, partial_ptr, bias_ptr, grad_radius_ptr,
+                            grad_bias_ptr, weight_ptr, fan_in, positions, blocks, cols,
+                            sum_stride_c, sum_stride_p, bias_stride_c, bias_stride_p,
+                            HAS_BIAS: tl.constexpr, PER_POSITION: tl.constexpr,
+                            WITH_WEIGHT: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    # fastact/geometric.h, per channel c: S_{c,p} = the partial column sums over the blocks of
+    # rows in order; grad_radius = G'_c . u_c + sum_p bias S; G'_c *= radius; weight = radius u;
     # grad_bias = radius * S (per position) or radius * sum_p S.
     c = tl.program_id(0).to(tl.int64)
     offsets = tl.arange(0, BLOCK)
+    radius = tl.load(radius_ptr + c).to(ACC)
     dot = tl.zeros((BLOCK,), ACC)
     for start in range(0, fan_in, BLOCK):
         k = start + offsets
@@ -301,29 +294,31 @@ def _radial_backward_kernel(grad_u_ptr, u_ptr, radius_ptr, sums_ptr, bias_ptr, g
     sum_all = tl.zeros((BLOCK,), ACC)
     for start in range(0, positions, BLOCK):
         p = start + offsets
-        s = tl.load(sums_ptr + c * sum_stride_c + p * sum_stride_p, mask=p < positions, other=0.0)
+        column = partial_ptr + c * sum_stride_c + p * sum_stride_p
+        s = tl.zeros((BLOCK,), ACC)
+        for b in range(0, blocks):
+            s += tl.load(column + b * cols, mask=p < positions, other=0.0)
         sum_all += s
         if HAS_BIAS:
-            b = tl.load(bias_ptr + c * bias_stride_c + p * bias_stride_p, mask=p < positions,
-                        other=0.0).to(ACC)
-            bias_term += b * s
-    radius = tl.load(radius_ptr + c).to(ACC)
+            bias = tl.load(bias_ptr + c * bias_stride_c + p * bias_stride_p, mask=p < positions,
+                           other=0.0).to(ACC)
+            bias_term += bias * s
+        if PER_POSITION:
+            tl.store(grad_bias_ptr + c * positions + p,
+                     (radius * s).to(grad_bias_ptr.dtype.element_ty), mask=p < positions)
     grad_radius = tl.sum(dot, axis=0) + tl.sum(bias_term, axis=0)
     tl.store(grad_radius_ptr + c, grad_radius.to(grad_radius_ptr.dtype.element_ty))
+    if not PER_POSITION:
+        tl.store(grad_bias_ptr + c, (radius * tl.sum(sum_all, axis=0)).to(grad_bias_ptr.dtype.element_ty))
     for start in range(0, fan_in, BLOCK):
         k = start + offsets
         g = tl.load(grad_u_ptr + c * fan_in + k, mask=k < fan_in, other=0.0).to(ACC)
         tl.store(grad_u_ptr + c * fan_in + k, (radius * g).to(grad_u_ptr.dtype.element_ty),
                  mask=k < fan_in)
-    if PER_POSITION:
-        for start in range(0, positions, BLOCK):
-            p = start + offsets
-            s = tl.load(sums_ptr + c * sum_stride_c + p * sum_stride_p, mask=p < positions,
-                        other=0.0)
-            tl.store(grad_bias_ptr + c * positions + p,
-                     (radius * s).to(grad_bias_ptr.dtype.element_ty), mask=p < positions)
-    else:
-        tl.store(grad_bias_ptr + c, (radius * tl.sum(sum_all, axis=0)).to(grad_bias_ptr.dtype.element_ty))
+        if WITH_WEIGHT:
+            u = tl.load(u_ptr + c * fan_in + k, mask=k < fan_in, other=0.0).to(ACC)
+            tl.store(weight_ptr + c * fan_in + k, (radius * u).to(weight_ptr.dtype.element_ty),
+                     mask=k < fan_in)
 
 
 # ---- the maps -------------------------------------------------------------------------------------
@@ -423,38 +418,38 @@ def _epilogue_forward(z: Tensor, radius: Tensor, bias: Tensor | None, rows: int,
 
 
 def _epilogue_backward(grad: Tensor, mask: Tensor, rows: int, cols: int) -> tuple[Tensor, Tensor]:
-    # Blocks of rows fixed by the batch size (at most 256 partial sums per column).
+    """g' and its column sums per block of rows: blocks fixed by the batch size (at most 256
+    per column), finished in order by _radial_backward."""
     rows_per_block = max(EPILOGUE_ROWS, triton.cdiv(rows, 256))
     blocks = triton.cdiv(rows, rows_per_block)
-    acc = _compute_dtype(grad.dtype)
     grad_masked = torch.empty_like(grad)
-    partial = torch.empty((blocks, cols), dtype=acc, device=grad.device)
-    sums = torch.zeros(cols, dtype=acc, device=grad.device)
+    partial = torch.empty((blocks, cols), dtype=_compute_dtype(grad.dtype), device=grad.device)
     if blocks and cols:
         launch(_epilogue_backward_kernel, (triton.cdiv(cols, EPILOGUE_COLS), blocks),
                grad, mask, grad_masked, partial, rows, cols, mask.shape[1], rows_per_block,
                BLOCK_R=EPILOGUE_ROWS, BLOCK_M=EPILOGUE_COLS, ACC=compute_dtype(grad.dtype),
                num_warps=EPILOGUE_WARPS)
-        launch(_sum_blocks_kernel, (triton.cdiv(cols, RADIAL_BLOCK),), partial, sums, blocks, cols,
-               BLOCK=RADIAL_BLOCK)
-    return grad_masked, sums
+    return grad_masked, partial
 
 
-def _radial_backward(grad_u: Tensor, u: Tensor, radius: Tensor, sums: Tensor, bias: Tensor | None,
-                     channels: int, positions: int, channels_fastest: bool):
+def _radial_backward(grad_u: Tensor, u: Tensor, radius: Tensor, partial: Tensor,
+                     bias: Tensor | None, channels: int, positions: int, channels_fastest: bool,
+                     with_weight: bool):
     per_position = bias is not None and bias.numel() != channels
     grad_radius = torch.empty_like(radius)
     grad_bias = radius.new_empty(channels * positions if per_position else channels)
+    weight = torch.empty_like(u) if with_weight else None
     if channels:
         fan_in = u.shape[1]
         launch(_radial_backward_kernel, (channels,),
-               grad_u, u, radius, sums, bias.contiguous() if bias is not None else radius,
-               grad_radius, grad_bias, fan_in, positions,
+               grad_u, u, radius, partial, bias.contiguous() if bias is not None else radius,
+               grad_radius, grad_bias, weight if with_weight else u, fan_in, positions,
+               partial.shape[0], channels * positions,
                1 if channels_fastest else positions, channels if channels_fastest else 1,
                positions if per_position else 1, 1 if per_position else 0,
-               HAS_BIAS=bias is not None, PER_POSITION=per_position, BLOCK=RADIAL_BLOCK,
-               ACC=compute_dtype(u.dtype))
-    return grad_radius, grad_bias
+               HAS_BIAS=bias is not None, PER_POSITION=per_position, WITH_WEIGHT=with_weight,
+               BLOCK=RADIAL_BLOCK, ACC=compute_dtype(u.dtype))
+    return grad_radius, grad_bias, weight
 
 
 def _check_layer(op: str, x: Tensor, u: Tensor, radius: Tensor, bias: Tensor | None, dim: int):
@@ -487,12 +482,13 @@ def geometric_relu_linear_backward(grad_z: Tensor, mask: Tensor, x: Tensor, u: T
     out, fan_in = u.shape
     rows = x.numel() // fan_in
     x2 = x.reshape(rows, fan_in)
-    grad_masked, sums = _epilogue_backward(grad_z.reshape(rows, out).contiguous(), mask, rows, out)
-    grad_x = (torch.mm(grad_masked, u * radius.unsqueeze(1)).view(x.shape) if x_needs_grad
-              else x.new_empty(0))
+    grad_masked, partial = _epilogue_backward(grad_z.reshape(rows, out).contiguous(), mask, rows,
+                                              out)
     grad_u = torch.mm(grad_masked.t(), x2)
-    grad_radius, grad_bias = _radial_backward(grad_u, u.contiguous(), radius, sums, bias, out, 1,
-                                              True)
+    # dL/dx = (radius * g') u = g' (radius u): the radial pass scales the small matrix.
+    grad_radius, grad_bias, weight = _radial_backward(grad_u, u.contiguous(), radius, partial, bias,
+                                                      out, 1, True, x_needs_grad)
+    grad_x = torch.mm(grad_masked, weight).view(x.shape) if x_needs_grad else x.new_empty(0)
     return grad_x, grad_u, grad_radius, grad_bias
 
 
@@ -522,16 +518,22 @@ def geometric_relu_conv2d_backward(grad_z: Tensor, mask: Tensor, x: Tensor, u: T
     grad = grad_z.contiguous(memory_format=_conv_format(x))
     channels, positions = grad.shape[1], grad.shape[2] * grad.shape[3]
     channels_fastest = not grad.is_contiguous()
-    grad_masked, sums = _epilogue_backward(grad, mask, grad.shape[0], channels * positions)
-    weight = u * radius.view(-1, 1, 1, 1) if x_needs_grad else u
-    grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad_masked, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
-        [x_needs_grad, True, False])
-    grad_x = grad_x.contiguous(memory_format=_conv_format(x)) if x_needs_grad else x.new_empty(0)
+    grad_masked, partial = _epilogue_backward(grad, mask, grad.shape[0], channels * positions)
+    # The weight gradient first (it does not read the weight); the radial pass then gives
+    # radius * u, the weight of the input gradient.
+    _, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_masked, x, u, None, stride, padding, dilation, False, [0, 0], groups,
+        [False, True, False])
     grad_u = grad_weight.contiguous()
-    grad_radius, grad_bias = _radial_backward(grad_u.view(channels, -1), u.contiguous().view(channels, -1),
-                                              radius, sums, bias, channels, positions,
-                                              channels_fastest)
+    grad_radius, grad_bias, weight = _radial_backward(
+        grad_u.view(channels, -1), u.contiguous().view(channels, -1), radius, partial, bias,
+        channels, positions, channels_fastest, x_needs_grad)
+    grad_x = x.new_empty(0)
+    if x_needs_grad:
+        grad_x, _, _ = torch.ops.aten.convolution_backward(
+            grad_masked, x, weight.view(u.shape), None, stride, padding, dilation, False, [0, 0],
+            groups, [True, False, False])
+        grad_x = grad_x.contiguous(memory_format=_conv_format(x))
     if bias is not None:
         grad_bias = grad_bias.view(bias.shape)
     return grad_x, grad_u, grad_radius, grad_bias
@@ -580,18 +582,16 @@ def _specs():
                         EPILOGUE_WARPS),
             CompileSpec(_radial_backward_kernel,
                         {"grad_u_ptr": f"*{ttype}", "u_ptr": f"*{ttype}", "radius_ptr": f"*{ttype}",
-                         "sums_ptr": f"*{work}", "bias_ptr": f"*{ttype}",
+                         "partial_ptr": f"*{work}", "bias_ptr": f"*{ttype}",
                          "grad_radius_ptr": f"*{ttype}", "grad_bias_ptr": f"*{ttype}",
-                         "fan_in": "i64", "positions": "i64", "sum_stride_c": "i64",
+                         "weight_ptr": f"*{ttype}", "fan_in": "i64", "positions": "i64",
+                         "blocks": "i64", "cols": "i64", "sum_stride_c": "i64",
                          "sum_stride_p": "i64", "bias_stride_c": "i64", "bias_stride_p": "i64",
-                         "HAS_BIAS": "constexpr", "PER_POSITION": "constexpr", "BLOCK": "constexpr",
-                         "ACC": "constexpr"},
-                        {"HAS_BIAS": True, "PER_POSITION": False, "BLOCK": RADIAL_BLOCK, "ACC": acc}),
+                         "HAS_BIAS": "constexpr", "PER_POSITION": "constexpr",
+                         "WITH_WEIGHT": "constexpr", "BLOCK": "constexpr", "ACC": "constexpr"},
+                        {"HAS_BIAS": True, "PER_POSITION": False, "WITH_WEIGHT": True,
+                         "BLOCK": RADIAL_BLOCK, "ACC": acc}),
         ]
-    for work in ("fp32", "fp64"):
-        specs.append(CompileSpec(_sum_blocks_kernel,
-                                 {"partial_ptr": f"*{work}", "sums_ptr": f"*{work}", "blocks": "i64",
-                                  "cols": "i64", "BLOCK": "constexpr"}, {"BLOCK": RADIAL_BLOCK}))
     return specs
 
 

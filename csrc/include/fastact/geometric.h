@@ -26,13 +26,16 @@ FASTACT_HOST_DEVICE T spherical_cosine_factor(T c, bool last) {
 // sums only, never a division, so an angle with s_j = 0 gives every later angle an exact zero
 // gradient. The kernels scan S from the right and P from the left, so the gradient is split
 // into the factor known in the reverse scan and the prefix product applied after.
+// (By reference: the CPU kernels call them with vectors of lanes.)
 template <typename T>
-FASTACT_HOST_DEVICE T spherical_suffix_step(T g, T cosine_factor, T s, T suffix_next) {
+FASTACT_HOST_DEVICE T spherical_suffix_step(const T& g, const T& cosine_factor, const T& s,
+                                            const T& suffix_next) {
   return g * cosine_factor + s * suffix_next;
 }
 
 template <typename T>
-FASTACT_HOST_DEVICE T spherical_angle_grad_factor(T c, T s, T g, T suffix_next) {
+FASTACT_HOST_DEVICE T spherical_angle_grad_factor(const T& c, const T& s, const T& g,
+                                                  const T& suffix_next) {
   return c * suffix_next - g * s;
 }
 
