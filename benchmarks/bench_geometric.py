@@ -56,9 +56,10 @@ def map_cases(device: str, dtypes: list[torch.dtype], quick: bool):
             theta = (torch.rand(rows, angles, device=device) * math.pi).to(dtype).requires_grad_()
             g = torch.randn(rows, angles + 1, device=device).to(dtype)
             for mode in (QUICK_MODES if quick else MODES):
+                limit_name = {"forward": "theta.clone()", "backward": "torch.add(g, theta)"}.get(
+                    mode, "theta.clone() + torch.add(g, theta)")
                 case = Case("spherical_to_cartesian", mode, _dtype_name(dtype), size, theta.numel(),
-                            limit_name={"forward": "theta.clone()", "backward": "torch.add(g, theta)"}
-                            .get(mode, "theta.clone() + torch.add(g, theta)"))
+                            limit_name=limit_name)
                 for backend in fastact_backends(device):
                     case.providers[f"fastact[{backend}]"] = timed_modes(
                         with_backend(backend, fastact.spherical_to_cartesian), [theta], g, mode)

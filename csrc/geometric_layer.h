@@ -6,13 +6,14 @@
 //   static at::Tensor forward(at::Tensor& z, const OutputGeometry&, const at::Tensor& radius,
 //                             const std::optional<at::Tensor>& bias)
 //       z = radius * relu(z + bias) in place; returns the activity mask [rows, words] (int32)
-//   static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& mask,
+//   static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor&
+//   mask,
 //                                                      const OutputGeometry&)
 //       the masked gradient g' (laid out as grad) and its column sums per block of rows
 //       ([blocks, cols], float, double for double; blocks fixed by the batch size)
 //   static std::tuple<at::Tensor, at::Tensor, at::Tensor> radial(
-//       at::Tensor& grad_u, const at::Tensor& u, const at::Tensor& radius, const at::Tensor& partial,
-//       const OutputGeometry&, const std::optional<at::Tensor>& bias, bool with_weight)
+//       at::Tensor& grad_u, const at::Tensor& u, const at::Tensor& radius, const at::Tensor&
+//       partial, const OutputGeometry&, const std::optional<at::Tensor>& bias, bool with_weight)
 //       grad_u ([channels, fan_in], G' = g'^T x on entry) scaled in place by radius; returns
 //       (grad_radius, grad_bias, radius * u or undefined) (fastact/geometric.h has the formulas)
 //
@@ -75,11 +76,11 @@ inline int64_t rows_per_sum_block(int64_t rows, int64_t minimum, int64_t max_blo
 }
 
 inline void check_layer_parameters(const char* op, const at::Tensor& x, const at::Tensor& u,
-                                   const at::Tensor& radius,
-                                   const std::optional<at::Tensor>& bias, int64_t out) {
+                                   const at::Tensor& radius, const std::optional<at::Tensor>& bias,
+                                   int64_t out) {
   check_float_tensor(op, "x", x);
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"u", &u},
-                                {"radius", &radius}}) {
+  for (const auto& [name, t] :
+       {std::pair<const char*, const at::Tensor*>{"u", &u}, {"radius", &radius}}) {
     TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), "fastact.", op, ": ", name,
                      " must have x's dtype ", x.scalar_type(), ", got ", t->scalar_type());
     TORCH_CHECK(t->device() == x.device(), "fastact.", op, ": ", name, " is on ", t->device(),
@@ -96,9 +97,8 @@ inline void check_layer_parameters(const char* op, const at::Tensor& x, const at
 }
 
 inline void check_mask(const char* op, const at::Tensor& mask, const OutputGeometry& geometry) {
-  TORCH_CHECK(mask.scalar_type() == at::kInt && mask.dim() == 2 &&
-                  mask.size(0) == geometry.rows && mask.size(1) == geometry.words_per_row() &&
-                  mask.is_contiguous(),
+  TORCH_CHECK(mask.scalar_type() == at::kInt && mask.dim() == 2 && mask.size(0) == geometry.rows &&
+                  mask.size(1) == geometry.words_per_row() && mask.is_contiguous(),
               "fastact.", op, ": mask must be the contiguous int32 [", geometry.rows, ", ",
               geometry.words_per_row(), "] the forward returned, got ", mask.scalar_type(), " ",
               mask.sizes());
@@ -113,8 +113,8 @@ inline OutputGeometry linear_geometry(const char* op, const at::Tensor& x, const
   check_layer_parameters(op, x, u, radius, bias, u.size(0));
   TORCH_CHECK(x.dim() >= 1 && x.size(-1) == u.size(1), "fastact.", op, ": x must be [..., ",
               u.size(1), "] for u of shape ", u.sizes(), ", got ", x.sizes());
-  TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->size(0) == u.size(0)), "fastact.",
-              op, ": bias must have shape [", u.size(0), "], got ", bias->sizes());
+  TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->size(0) == u.size(0)), "fastact.", op,
+              ": bias must have shape [", u.size(0), "], got ", bias->sizes());
   const int64_t rows = u.size(1) == 0 ? 0 : x.numel() / u.size(1);
   return {rows, u.size(0), u.size(0), 1, true};
 }
@@ -152,8 +152,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_backward(
   // dL/dx = (radius * g') u = g' (radius u): the radial pass scales the small matrix.
   auto [grad_radius, grad_bias, weight] =
       Epilogues::radial(grad_u, u.contiguous(), radius, partial, geometry, bias, x_needs_grad);
-  at::Tensor grad_x = x_needs_grad ? at::mm(grad_masked, weight).view(x.sizes())
-                                   : at::empty({0}, x.options());
+  at::Tensor grad_x =
+      x_needs_grad ? at::mm(grad_masked, weight).view(x.sizes()) : at::empty({0}, x.options());
   return {grad_x, grad_u, grad_radius, grad_bias};
 }
 
@@ -169,9 +169,9 @@ inline void check_conv_arguments(const char* op, const at::Tensor& x, const at::
   TORCH_CHECK(x.dim() == 4, "fastact.", op, ": x must be 4-D [N, C, H, W], got ", x.sizes());
   TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, "fastact.", op,
               ": stride, padding and dilation must have 2 values");
-  TORCH_CHECK(groups >= 1 && x.size(1) == u.size(1) * groups && u.size(0) % groups == 0,
-              "fastact.", op, ": x has ", x.size(1), " channels; expected u.size(1) * groups = ",
-              u.size(1), " * ", groups, " and out channels divisible by groups");
+  TORCH_CHECK(groups >= 1 && x.size(1) == u.size(1) * groups && u.size(0) % groups == 0, "fastact.",
+              op, ": x has ", x.size(1), " channels; expected u.size(1) * groups = ", u.size(1),
+              " * ", groups, " and out channels divisible by groups");
 }
 
 inline OutputGeometry conv_geometry(const char* op, const at::Tensor& z,
@@ -196,8 +196,8 @@ std::tuple<at::Tensor, at::Tensor> conv2d_forward(const at::Tensor& x, const at:
                                                   at::IntArrayRef dilation, int64_t groups) {
   const char* op = "geometric_relu_conv2d";
   check_conv_arguments(op, x, u, radius, bias, stride, padding, dilation, groups);
-  at::Tensor z = at::conv2d(x, u, {}, stride, padding, dilation, groups)
-                     .contiguous(conv_output_format(x));
+  at::Tensor z =
+      at::conv2d(x, u, {}, stride, padding, dilation, groups).contiguous(conv_output_format(x));
   const OutputGeometry geometry = conv_geometry(op, z, bias);
   at::Tensor mask = Epilogues::forward(z, geometry, radius, bias);
   return {z, mask};
@@ -231,10 +231,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
                         geometry, bias, x_needs_grad);
   at::Tensor grad_x = at::empty({0}, x.options());
   if (x_needs_grad) {
-    grad_x = std::get<0>(at::convolution_backward(
-                             grad_masked, x, flat_weight.view(u.sizes()), std::nullopt, stride,
-                             padding, dilation, /*transposed=*/false, /*output_padding=*/{0, 0},
-                             groups, {true, false, false}))
+    grad_x = std::get<0>(at::convolution_backward(grad_masked, x, flat_weight.view(u.sizes()),
+                                                  std::nullopt, stride, padding, dilation,
+                                                  /*transposed=*/false, /*output_padding=*/{0, 0},
+                                                  groups, {true, false, false}))
                  .contiguous(conv_output_format(x));
   }
   if (bias.has_value()) grad_bias = grad_bias.view(bias->sizes());

@@ -83,11 +83,12 @@ def _check_parameters(op: str, x: Tensor, theta: Tensor, radius: Tensor, bias: T
             _checks.float_tensor(op, name, value)
     for name, value in (("theta", theta), ("radius", radius), ("bias", bias)):
         if value is not None and value.dtype != x.dtype:
-            raise TypeError(f"fastact.{op}: {name} must have x's dtype {x.dtype}, got {value.dtype}")
+            raise TypeError(f"fastact.{op}: {name} must have x's dtype {x.dtype}, "
+                            f"got {value.dtype}")
     _checks.same_device(op, x=x, theta=theta, radius=radius, bias=bias)
     if theta.dim() != 2 or theta.shape[1] != fan_in - 1:
-        raise ValueError(f"fastact.{op}: theta must have shape [out, {fan_in - 1}] (one angle fewer "
-                         f"than the fan-in {fan_in}), got {tuple(theta.shape)}")
+        raise ValueError(f"fastact.{op}: theta must have shape [out, {fan_in - 1}] (one angle "
+                         f"fewer than the fan-in {fan_in}), got {tuple(theta.shape)}")
     out = theta.shape[0]
     if radius.shape != (out,):
         raise ValueError(f"fastact.{op}: radius must have shape [{out}] (one per unit of theta), "
@@ -145,8 +146,8 @@ def conv2d_padding(op: str, padding, kernel_size, stride, dilation) -> tuple[int
         extents = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
         if stride != (1, 1) or any(e % 2 for e in extents):
             raise ValueError(f"fastact.{op}: padding='same' needs stride 1 and an odd dilated "
-                             f"kernel extent (symmetric zero padding), got kernel_size={kernel_size}, "
-                             f"stride={stride}, dilation={dilation}")
+                             "kernel extent (symmetric zero padding), got "
+                             f"kernel_size={kernel_size}, stride={stride}, dilation={dilation}")
         return (extents[0] // 2, extents[1] // 2)
     return _pair(op, "padding", padding, 0)
 
@@ -173,8 +174,10 @@ def geometric_relu_conv2d(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor
                          f"{tuple(x.shape)}")
     channels = x.shape[-3]
     if channels % groups:
-        raise ValueError(f"fastact.{op}: x has {channels} channels, not divisible by groups={groups}")
-    _check_parameters(op, x, theta, radius, bias, channels // groups * kernel_size[0] * kernel_size[1])
+        raise ValueError(f"fastact.{op}: x has {channels} channels, not divisible by "
+                         f"groups={groups}")
+    fan_in = channels // groups * kernel_size[0] * kernel_size[1]
+    _check_parameters(op, x, theta, radius, bias, fan_in)
     if theta.shape[0] % groups:
         raise ValueError(f"fastact.{op}: {theta.shape[0]} output channels (rows of theta) are not "
                          f"divisible by groups={groups}")
@@ -285,7 +288,8 @@ def _register(namespace: str) -> None:
 
     def fake_linear_backward(grad_z, mask, x, u, radius, bias, x_needs_grad):
         grad_x = x.new_empty(x.shape) if x_needs_grad else x.new_empty(0)
-        return grad_x, u.new_empty(u.shape), radius.new_empty(radius.shape), radius.new_empty(radius.shape)
+        return (grad_x, u.new_empty(u.shape), radius.new_empty(radius.shape),
+                radius.new_empty(radius.shape))
 
     def save_linear(ctx, inputs, output):
         x, u, radius, bias = inputs

@@ -61,8 +61,8 @@ class InputMeanNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 0 or x.shape[self.channel_dim] != self.num_features:
-            raise ValueError(f"fastact.nn.InputMeanNorm: expected {self.num_features} features along "
-                             f"dim {self.channel_dim}, got input of shape {tuple(x.shape)}")
+            raise ValueError(f"fastact.nn.InputMeanNorm: expected {self.num_features} features "
+                             f"along dim {self.channel_dim}, got input of shape {tuple(x.shape)}")
         mean = _running_mean_update(x, self.running_mean, self.momentum, self.training,
                                     self.channel_dim)
         shape = [1] * x.dim()
@@ -114,8 +114,9 @@ class GeometricReLU(nn.Module):
                  input_mean_norm: bool = False, device=None, dtype=None):
         super().__init__()
         if in_features < 2 or out_features < 1:
-            raise ValueError("fastact.nn.GeometricReLU: needs in_features >= 2 (a direction in R^n, "
-                             f"n >= 2) and out_features >= 1, got {in_features}, {out_features}")
+            raise ValueError("fastact.nn.GeometricReLU: needs in_features >= 2 (a direction in "
+                             f"R^n, n >= 2) and out_features >= 1, got {in_features}, "
+                             f"{out_features}")
         factory = {"device": device, "dtype": dtype}
         self.in_features = in_features
         self.out_features = out_features
@@ -234,8 +235,8 @@ class GeometricReLUConv2d(nn.Module):
         """The GmP layer computing relu(conv(x)) (zero padding): radius = |w|, U = w / |w|,
         bias = b / |w| per output channel."""
         if conv.padding_mode != "zeros":
-            raise ValueError("fastact.nn.GeometricReLUConv2d.from_conv2d: only padding_mode='zeros' "
-                             f"is supported, got {conv.padding_mode!r}")
+            raise ValueError("fastact.nn.GeometricReLUConv2d.from_conv2d: only "
+                             f"padding_mode='zeros' is supported, got {conv.padding_mode!r}")
         weight = conv.weight.detach()
         module = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                      conv.padding, conv.dilation, conv.groups, bias=conv.bias is not None,

@@ -14,7 +14,6 @@ from fastact_testing import (
     FLOAT_DTYPES,
     KERNEL_BACKEND_DEVICES,
     assert_close_to,
-    float64_reference,
     interpreted,
 )
 
@@ -350,7 +349,8 @@ def test_parameter_gradients_do_not_depend_on_the_thread_count():
     try:
         for count in (1, 2, 3):
             torch.set_num_threads(count)
-            results.append(torch.autograd.grad(layer(x), [layer.theta, layer.radius, layer.bias], grad))
+            parameters = [layer.theta, layer.radius, layer.bias]
+            results.append(torch.autograd.grad(layer(x), parameters, grad))
     finally:
         torch.set_num_threads(threads)
     for other in results[1:]:
@@ -366,7 +366,8 @@ def test_opcheck(backend, device):
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         x = torch.randn(3, 4, 9, device=device).to(dtype)
         u = F.normalize(torch.randn(40, 9, device=device), dim=1).to(dtype)
-        radius, bias = torch.randn(40, device=device).to(dtype), torch.randn(40, device=device).to(dtype)
+        radius = torch.randn(40, device=device).to(dtype)
+        bias = torch.randn(40, device=device).to(dtype)
         for b in (bias, None):
             torch.library.opcheck(ops.geometric_relu_linear.default,
                                   (x.clone().requires_grad_(), u.clone().requires_grad_(),
@@ -379,16 +380,16 @@ def test_opcheck(backend, device):
         filters = torch.randn(6, 2, 3, 3, device=device).to(dtype)
         for layout, b in ((torch.contiguous_format, radius[:6]),
                           (torch.channels_last, torch.randn(6, 5, 2, device=device).to(dtype))):
-            args = (images.to(memory_format=layout), filters, radius[:6], b, [1, 2], [1, 0], [1, 1], 2)
-            torch.library.opcheck(ops.geometric_relu_conv2d.default,
-                                  (args[0].clone().requires_grad_(), filters.clone().requires_grad_(),
-                                   radius[:6].clone().requires_grad_(), b.clone().requires_grad_(),
-                                   *args[4:]))
+            x = images.to(memory_format=layout)
+            args = (x, filters, radius[:6], b, [1, 2], [1, 0], [1, 1], 2)
+            trained = [t.clone().requires_grad_() for t in args[:4]]
+            torch.library.opcheck(ops.geometric_relu_conv2d.default, (*trained, *args[4:]))
             z, mask = ops.geometric_relu_conv2d(*args)
             torch.library.opcheck(ops.geometric_relu_conv2d_backward.default,
                                   (torch.randn_like(z), mask, *args[:4], *args[4:], True))
     empty = torch.empty(0, 9, device=device)
-    torch.library.opcheck(ops.geometric_relu_linear.default, (empty, u.float(), radius.float(), None))
+    torch.library.opcheck(ops.geometric_relu_linear.default,
+                          (empty, u.float(), radius.float(), None))
 
 
 @pytest.mark.parametrize("backend, device", BACKEND_DEVICES)

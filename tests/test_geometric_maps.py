@@ -175,7 +175,8 @@ def test_cartesian_to_spherical_is_the_exact_inverse(backend, device, dtype, n):
     # Gradients, finite everywhere (the undefined terms are 0, as in the reference).
     g_radius, g_theta = torch.randn_like(radius), torch.randn_like(theta)
     torch.autograd.backward([radius, theta], [g_radius, g_theta])
-    torch.autograd.backward([expected_radius, expected_theta], [g_radius.double(), g_theta.double()])
+    torch.autograd.backward([expected_radius, expected_theta],
+                            [g_radius.double(), g_theta.double()])
     assert torch.isfinite(w.grad).all()
     assert_close_to(w.grad, w64.grad, INVERSE_GRAD_TOLERANCES, "d cartesian_to_spherical")
 
@@ -243,7 +244,8 @@ for dtype in (torch.float64, torch.float32, torch.bfloat16):
     assert (theta.grad.double() - t64.grad).abs().max() < 10 * tol, dtype
     w = torch.randn(5, 9, dtype=dtype)
     r, t = fastact.cartesian_to_spherical(w)
-    assert (r.double()[:, None] * fastact.reference.spherical_to_cartesian(t.double()) - w.double()).abs().max() < 10 * tol, dtype
+    back = r.double()[:, None] * fastact.reference.spherical_to_cartesian(t.double())
+    assert (back - w.double()).abs().max() < 10 * tol, dtype
 print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

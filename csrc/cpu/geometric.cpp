@@ -44,7 +44,8 @@ void for_spherical_rows(c10::ScalarType dtype, int64_t rows, int64_t n, bool scr
 
 at::Tensor spherical_to_cartesian_cpu(const at::Tensor& theta) {
   check_float_tensor("spherical_to_cartesian", "theta", theta);
-  TORCH_CHECK(theta.dim() >= 1, "fastact.spherical_to_cartesian: theta must have at least one "
+  TORCH_CHECK(theta.dim() >= 1,
+              "fastact.spherical_to_cartesian: theta must have at least one "
               "dimension (the angles), got a 0-d tensor");
   std::vector<int64_t> shape = theta.sizes().vec();
   const int64_t n = ++shape.back();
@@ -71,9 +72,10 @@ at::Tensor spherical_to_cartesian_backward_cpu(const at::Tensor& grad_u, const a
   const at::Tensor grad = grad_u.contiguous();
   const at::Tensor angles = theta.contiguous();
   const auto kernel = spherical_to_cartesian_backward_rows_for_this_cpu();
-  for_spherical_rows(theta.scalar_type(), grad_u.numel() / n, n, true, [&](const SphericalRows& rows) {
-    kernel(rows, grad.const_data_ptr(), angles.const_data_ptr(), grad_theta.mutable_data_ptr());
-  });
+  for_spherical_rows(
+      theta.scalar_type(), grad_u.numel() / n, n, true, [&](const SphericalRows& rows) {
+        kernel(rows, grad.const_data_ptr(), angles.const_data_ptr(), grad_theta.mutable_data_ptr());
+      });
   return grad_theta;
 }
 
@@ -93,8 +95,7 @@ std::tuple<at::Tensor, at::Tensor> cartesian_to_spherical_cpu(const at::Tensor& 
   const at::Tensor coordinates = w.contiguous();
   const auto kernel = cartesian_to_spherical_rows_for_this_cpu();
   for_spherical_rows(w.scalar_type(), radius.numel(), n, false, [&](const SphericalRows& rows) {
-    kernel(rows, coordinates.const_data_ptr(), radius.mutable_data_ptr(),
-           theta.mutable_data_ptr());
+    kernel(rows, coordinates.const_data_ptr(), radius.mutable_data_ptr(), theta.mutable_data_ptr());
   });
   return {radius, theta};
 }
@@ -111,10 +112,10 @@ at::Tensor cartesian_to_spherical_backward_cpu(const std::optional<at::Tensor>& 
   const auto checked = [&](const std::optional<at::Tensor>& t, const char* name,
                            at::IntArrayRef shape) -> at::Tensor {
     if (!t.has_value()) return {};
-    TORCH_CHECK(t->scalar_type() == w.scalar_type() && t->device() == w.device() &&
-                    t->sizes() == shape,
-                "fastact.", op, ": ", name, " must be a ", w.scalar_type(), " tensor of shape ",
-                shape, ", got ", t->scalar_type(), " ", t->sizes());
+    TORCH_CHECK(
+        t->scalar_type() == w.scalar_type() && t->device() == w.device() && t->sizes() == shape,
+        "fastact.", op, ": ", name, " must be a ", w.scalar_type(), " tensor of shape ", shape,
+        ", got ", t->scalar_type(), " ", t->sizes());
     return t->contiguous();
   };
   const at::Tensor radius_grad = checked(grad_radius, "grad_radius", batch);
@@ -138,28 +139,26 @@ void for_output_blocks(c10::ScalarType dtype, const OutputGeometry& geometry,
   const int64_t word_chunks = (words + kTaskWords - 1) / kTaskWords;
   const int64_t row_blocks = (geometry.rows + rows_per_block - 1) / rows_per_block;
   const int64_t elements_per_task = rows_per_block * std::min(geometry.cols, 32 * kTaskWords);
-  at::parallel_for(0, row_blocks * word_chunks, grain_for(elements_per_task),
-                   [&](int64_t begin, int64_t end) {
-                     for (int64_t task = begin; task < end; ++task) {
-                       const int64_t row_block = task / word_chunks;
-                       const int64_t chunk = task % word_chunks;
-                       fn(row_block,
-                          OutputBlock{dtype, geometry.cols, words, row_block * rows_per_block,
-                                      std::min(geometry.rows, (row_block + 1) * rows_per_block),
-                                      chunk * kTaskWords,
-                                      std::min(words, (chunk + 1) * kTaskWords)});
-                     }
-                   });
+  at::parallel_for(
+      0, row_blocks * word_chunks, grain_for(elements_per_task), [&](int64_t begin, int64_t end) {
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t row_block = task / word_chunks;
+          const int64_t chunk = task % word_chunks;
+          fn(row_block, OutputBlock{dtype, geometry.cols, words, row_block * rows_per_block,
+                                    std::min(geometry.rows, (row_block + 1) * rows_per_block),
+                                    chunk * kTaskWords, std::min(words, (chunk + 1) * kTaskWords)});
+        }
+      });
 }
 
 struct CpuEpilogues {
-  static at::Tensor forward(at::Tensor& z, const OutputGeometry& geometry,
-                            const at::Tensor& radius, const std::optional<at::Tensor>& bias) {
+  static at::Tensor forward(at::Tensor& z, const OutputGeometry& geometry, const at::Tensor& radius,
+                            const std::optional<at::Tensor>& bias) {
     const at::Tensor radius_columns = per_column(radius, geometry);
     const at::Tensor bias_columns =
         bias.has_value() ? per_column(*bias, geometry) : at::zeros_like(radius_columns);
-    at::Tensor mask = at::empty({geometry.rows, geometry.words_per_row()},
-                                z.options().dtype(at::kInt));
+    at::Tensor mask =
+        at::empty({geometry.rows, geometry.words_per_row()}, z.options().dtype(at::kInt));
     const auto kernel = geometric_relu_epilogue_for_this_cpu();
     for_output_blocks(z.scalar_type(), geometry, 1, [&](int64_t, const OutputBlock& block) {
       kernel(EpilogueForward{block, z.mutable_data_ptr(), radius_columns.const_data_ptr(),
@@ -168,8 +167,7 @@ struct CpuEpilogues {
     return mask;
   }
 
-  static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad,
-                                                     const at::Tensor& mask,
+  static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& mask,
                                                      const OutputGeometry& geometry) {
     // Column sums per block of rows (at most 64 per column), finished in order by radial().
     const int64_t rows_per_block = rows_per_sum_block(geometry.rows, 64, 64);
@@ -180,24 +178,22 @@ struct CpuEpilogues {
     const auto kernel = geometric_relu_epilogue_backward_for_this_cpu();
     for_output_blocks(grad.scalar_type(), geometry, rows_per_block,
                       [&](int64_t row_block, const OutputBlock& block) {
-                        kernel(EpilogueBackward{block, grad.const_data_ptr(),
-                                                mask.const_data_ptr<int32_t>(),
-                                                grad_masked.mutable_data_ptr(),
-                                                partial[row_block].mutable_data_ptr()});
+                        kernel(EpilogueBackward{
+                            block, grad.const_data_ptr(), mask.const_data_ptr<int32_t>(),
+                            grad_masked.mutable_data_ptr(), partial[row_block].mutable_data_ptr()});
                       });
     return {grad_masked, partial};
   }
 
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> radial(
-      at::Tensor& grad_u, const at::Tensor& u, const at::Tensor& radius,
-      const at::Tensor& partial, const OutputGeometry& geometry,
-      const std::optional<at::Tensor>& bias, bool with_weight) {
+      at::Tensor& grad_u, const at::Tensor& u, const at::Tensor& radius, const at::Tensor& partial,
+      const OutputGeometry& geometry, const std::optional<at::Tensor>& bias, bool with_weight) {
     const bool per_position = bias.has_value() && bias->numel() != geometry.channels;
     const at::Tensor bias_values = bias.has_value() ? bias->contiguous() : at::Tensor();
     const at::Tensor radius_values = radius.contiguous();
     at::Tensor grad_radius = at::empty_like(radius_values);
-    at::Tensor grad_bias = at::empty(per_position ? geometry.cols : geometry.channels,
-                                     radius.options());
+    at::Tensor grad_bias =
+        at::empty(per_position ? geometry.cols : geometry.channels, radius.options());
     at::Tensor weight = with_weight ? at::empty_like(u) : at::Tensor();
     const int64_t fan_in = u.size(1);
     const int64_t blocks = partial.size(0);
@@ -205,14 +201,26 @@ struct CpuEpilogues {
     at::parallel_for(
         0, geometry.channels, grain_for(fan_in + blocks * geometry.positions),
         [&](int64_t begin, int64_t end) {
-          kernel(RadialBackward{
-              u.scalar_type(), fan_in, geometry.positions, begin, end, grad_u.mutable_data_ptr(),
-              u.const_data_ptr(), radius_values.const_data_ptr(), partial.const_data_ptr(),
-              blocks, geometry.cols, geometry.stride_channel(), geometry.stride_position(),
-              bias_values.defined() ? bias_values.const_data_ptr() : nullptr,
-              per_position ? geometry.positions : 1, per_position ? 1 : 0, per_position,
-              grad_radius.mutable_data_ptr(), grad_bias.mutable_data_ptr(),
-              with_weight ? weight.mutable_data_ptr() : nullptr});
+          kernel(RadialBackward{u.scalar_type(),
+                                fan_in,
+                                geometry.positions,
+                                begin,
+                                end,
+                                grad_u.mutable_data_ptr(),
+                                u.const_data_ptr(),
+                                radius_values.const_data_ptr(),
+                                partial.const_data_ptr(),
+                                blocks,
+                                geometry.cols,
+                                geometry.stride_channel(),
+                                geometry.stride_position(),
+                                bias_values.defined() ? bias_values.const_data_ptr() : nullptr,
+                                per_position ? geometry.positions : 1,
+                                per_position ? 1 : 0,
+                                per_position,
+                                grad_radius.mutable_data_ptr(),
+                                grad_bias.mutable_data_ptr(),
+                                with_weight ? weight.mutable_data_ptr() : nullptr});
         });
     return {grad_radius, grad_bias, weight};
   }
@@ -241,8 +249,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> geometric_relu_conv2d
     const at::Tensor& grad_z, const at::Tensor& mask, const at::Tensor& x, const at::Tensor& u,
     const at::Tensor& radius, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool x_needs_grad) {
-  return conv2d_backward<CpuEpilogues>(grad_z, mask, x, u, radius, bias, stride, padding,
-                                       dilation, groups, x_needs_grad);
+  return conv2d_backward<CpuEpilogues>(grad_z, mask, x, u, radius, bias, stride, padding, dilation,
+                                       groups, x_needs_grad);
 }
 
 }  // namespace

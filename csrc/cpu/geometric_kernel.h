@@ -55,11 +55,19 @@ using Bits4 = Lanes<4>::Bits;
 FASTACT_HOST_DEVICE V4 splat(double v) { return V4{} + v; }
 
 // (f, v0, v1, v2) and (f, f, v0, v1): lanes moved up, the vacated ones from `fill`.
-FASTACT_HOST_DEVICE V4 shift_up_1(const V4& v, const V4& fill) { return __builtin_shuffle(v, fill, Bits4{4, 0, 1, 2}); }
-FASTACT_HOST_DEVICE V4 shift_up_2(const V4& v, const V4& fill) { return __builtin_shuffle(v, fill, Bits4{4, 5, 0, 1}); }
+FASTACT_HOST_DEVICE V4 shift_up_1(const V4& v, const V4& fill) {
+  return __builtin_shuffle(v, fill, Bits4{4, 0, 1, 2});
+}
+FASTACT_HOST_DEVICE V4 shift_up_2(const V4& v, const V4& fill) {
+  return __builtin_shuffle(v, fill, Bits4{4, 5, 0, 1});
+}
 // (v1, v2, v3, f) and (v2, v3, f, f).
-FASTACT_HOST_DEVICE V4 shift_down_1(const V4& v, const V4& fill) { return __builtin_shuffle(v, fill, Bits4{1, 2, 3, 4}); }
-FASTACT_HOST_DEVICE V4 shift_down_2(const V4& v, const V4& fill) { return __builtin_shuffle(v, fill, Bits4{2, 3, 4, 5}); }
+FASTACT_HOST_DEVICE V4 shift_down_1(const V4& v, const V4& fill) {
+  return __builtin_shuffle(v, fill, Bits4{1, 2, 3, 4});
+}
+FASTACT_HOST_DEVICE V4 shift_down_2(const V4& v, const V4& fill) {
+  return __builtin_shuffle(v, fill, Bits4{2, 3, 4, 5});
+}
 
 // Inclusive products within the vector: (s0, s0 s1, s0 s1 s2, s0 s1 s2 s3).
 FASTACT_HOST_DEVICE V4 inclusive_products(const V4& s) {
@@ -84,7 +92,7 @@ FASTACT_HOST_DEVICE void store4(S* p, int64_t k, const V4& v) {
 // `bad`), or libm when the row is redone.
 template <bool kLibm, int R>
 FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> angle_sincos(const typename Lanes<R>::Value& x,
-                                                                 Bits4& bad) {
+                                                                  Bits4& bad) {
   if constexpr (kLibm) {
     return sincos_libm<R>(x);
   } else {
@@ -272,7 +280,9 @@ void cartesian_to_spherical_backward_rows(const SphericalRows& rows, const void*
       cartesian_to_spherical_backward_row(
           n, [&](int64_t k) { return load_double(w_row, k); },
           grad_radius == nullptr ? 0.0 : load_double(static_cast<const S*>(grad_radius), row),
-          [&](int64_t k) { return grad_theta_row == nullptr ? 0.0 : load_double(grad_theta_row, k); },
+          [&](int64_t k) {
+            return grad_theta_row == nullptr ? 0.0 : load_double(grad_theta_row, k);
+          },
           [&](int64_t j, double value) { store_double(out, j, value); }, rows.work);
     }
   });
@@ -385,4 +395,3 @@ void geometric_relu_radial_backward(const RadialBackward& args) {
 }
 
 }  // namespace fastact::cpu::FASTACT_ISA
-

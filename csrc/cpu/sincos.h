@@ -59,13 +59,33 @@ struct SinCos {
   V cos;
 };
 
+// Horner's rule: c[0] z^(N-1) + c[1] z^(N-2) + ... + c[N-1].
+template <typename V, typename C, int N>
+FASTACT_HOST_DEVICE V polynomial(const V& z, const C (&c)[N]) {
+  V result = V{} + c[0];
+  for (int i = 1; i < N; ++i) result = result * z + c[i];
+  return result;
+}
+
+// Cephes' minimax coefficients on [-pi/4, pi/4]: sin y = y + y z P(z), cos y = 1 - z/2 + z^2 Q(z)
+// with z = y^2 (double), and the float versions.
+constexpr double kCephesSin[] = {1.58962301576546568060e-10, -2.50507477628578072866e-8,
+                                 2.75573136213857245213e-6,  -1.98412698295895385996e-4,
+                                 8.33333333332211858878e-3,  -1.66666666666666307295e-1};
+constexpr double kCephesCos[] = {-1.13585365213876817300e-11, 2.08757008419747316778e-9,
+                                 -2.75573141792967388112e-7,  2.48015872888517045348e-5,
+                                 -1.38888888888730564116e-3,  4.16666666666665929218e-2};
+constexpr float kCephesSinFloat[] = {-1.9515295891e-4f, 8.3321608736e-3f, -1.6666654611e-1f};
+constexpr float kCephesCosFloat[] = {2.443315711809948e-5f, -1.388731625493765e-3f,
+                                     4.166664568298827e-2f};
+
 // sin x and cos x from sin y, cos y of x = y + q pi/2 (q mod 4 in the low bits of `quadrant`):
 // sin x = (sin y, cos y, -sin y, -cos y)[q], cos x = (cos y, -sin y, -cos y, sin y)[q]; a swap on
 // bit 0, then sign flips: sin's on bit 1 of q, cos's on bit 1 of q + 1.
 template <int R>
-FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> in_quadrant(const typename Lanes<R>::Value& sin_y,
-                                                                 const typename Lanes<R>::Value& cos_y,
-                                                                 const typename Lanes<R>::Bits& quadrant) {
+FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> in_quadrant(
+    const typename Lanes<R>::Value& sin_y, const typename Lanes<R>::Value& cos_y,
+    const typename Lanes<R>::Bits& quadrant) {
   using V = typename Lanes<R>::Value;
   using Bits = typename Lanes<R>::Bits;
   const auto swap = (quadrant & 1) != 0;
@@ -102,17 +122,8 @@ FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> sincos_reducible(
   // x - j pi/2: the first two steps are exact (Sterbenz), the third adds the tail.
   const V y = ((x - j * kPio2Part1) - j * kPio2Part2) - j * kPio2Part3;
   const V z = y * y;
-  const V sin_y =
-      y + y * z *
-              (((((1.58962301576546568060e-10 * z - 2.50507477628578072866e-8) * z +
-                  2.75573136213857245213e-6) * z - 1.98412698295895385996e-4) * z +
-                8.33333333332211858878e-3) * z - 1.66666666666666307295e-1);
-  const V cos_y =
-      1.0 - 0.5 * z +
-      z * z *
-          (((((-1.13585365213876817300e-11 * z + 2.08757008419747316778e-9) * z -
-              2.75573141792967388112e-7) * z + 2.48015872888517045348e-5) * z -
-            1.38888888888730564116e-3) * z + 4.16666666666665929218e-2);
+  const V sin_y = y + y * z * polynomial(z, kCephesSin);
+  const V cos_y = 1.0 - 0.5 * z + z * z * polynomial(z, kCephesCos);
   return in_quadrant<R>(sin_y, cos_y, quadrant);
 }
 
@@ -129,7 +140,8 @@ FASTACT_HOST_DEVICE typename Lanes<R>::Bits unreducible(const typename Lanes<R>:
 }
 
 template <int R>
-FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> sincos_libm(const typename Lanes<R>::Value& x) {
+FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> sincos_libm(
+    const typename Lanes<R>::Value& x) {
   SinCos<typename Lanes<R>::Value> result;
   for (int r = 0; r < R; ++r) {
     set_lane(result.sin, r, std::sin(lane(x, r)));
@@ -185,12 +197,12 @@ FASTACT_HOST_DEVICE SinCosFloat8 sincos_float8(const Float8& x) {
   Int8 bits;
   std::memcpy(&bits, &shifted, sizeof(bits));
   const Int8 quadrant = bits & 3;
-  const Float8 y = ((x - j * 1.5703125f) - j * 4.837512969970703125e-4f) - j * 7.54978995489188216e-8f;
+  const Float8 y =
+      ((x - j * 1.5703125f) - j * 4.837512969970703125e-4f) - j * 7.54978995489188216e-8f;
   const Float8 z = y * y;
   // Cephes sinf and cosf on [-pi/4, pi/4]; cos y = 1 - versine.
-  const Float8 sin_y = y + y * z * ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f);
-  const Float8 versine_y =
-      0.5f * z - z * z * ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f);
+  const Float8 sin_y = y + y * z * polynomial(z, kCephesSinFloat);
+  const Float8 versine_y = 0.5f * z - z * z * polynomial(z, kCephesCosFloat);
   Lanes<4>::Value sines[2], versines[2];
   Lanes<4>::Bits quadrants[2];
   widen(sin_y, sines);

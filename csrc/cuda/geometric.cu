@@ -181,7 +181,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     for (int e = 0; e < kItems; ++e) {
       const int64_t k = last - e;
       if (k >= 0 && k < n - 1) {
-        factors[k] = static_cast<work_t>(spherical_angle_grad_factor(c[e], s[e], gk[e], suffix_next));
+        factors[k] =
+            static_cast<work_t>(spherical_angle_grad_factor(c[e], s[e], gk[e], suffix_next));
       }
       suffix_next = spherical_suffix_step(gk[e], c[e], s[e], suffix_next);
     }
@@ -224,7 +225,8 @@ void launch_rows(int64_t rows, int64_t n, Launch launch) {
 
 at::Tensor spherical_to_cartesian_cuda(const at::Tensor& theta) {
   check_float_tensor("spherical_to_cartesian", "theta", theta);
-  TORCH_CHECK(theta.dim() >= 1, "fastact.spherical_to_cartesian: theta must have at least one "
+  TORCH_CHECK(theta.dim() >= 1,
+              "fastact.spherical_to_cartesian: theta must have at least one "
               "dimension (the angles), got a 0-d tensor");
   const c10::cuda::OptionalCUDAGuard guard(theta.device());
   std::vector<int64_t> shape = theta.sizes().vec();
@@ -233,13 +235,15 @@ at::Tensor spherical_to_cartesian_cuda(const at::Tensor& theta) {
   const int64_t rows = u.numel() / n;
   if (rows == 0) return u;
   const at::Tensor angles = theta.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, theta.scalar_type(), "spherical_to_cartesian", [&] {
-    launch_rows(rows, n, [&](auto group, int64_t blocks, cudaStream_t stream) {
-      spherical_forward_kernel<scalar_t, decltype(group)::value><<<blocks, kBlockThreads, 0, stream>>>(
-          angles.const_data_ptr<scalar_t>(), u.mutable_data_ptr<scalar_t>(), rows, n);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, theta.scalar_type(), "spherical_to_cartesian", [&] {
+        launch_rows(rows, n, [&](auto group, int64_t blocks, cudaStream_t stream) {
+          spherical_forward_kernel<scalar_t, decltype(group)::value>
+              <<<blocks, kBlockThreads, 0, stream>>>(angles.const_data_ptr<scalar_t>(),
+                                                     u.mutable_data_ptr<scalar_t>(), rows, n);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
+      });
   return u;
 }
 
@@ -265,16 +269,18 @@ at::Tensor spherical_to_cartesian_backward_cuda(const at::Tensor& grad_u, const 
   at::Tensor work = theta.scalar_type() == work_dtype
                         ? grad_theta
                         : at::empty(theta.sizes(), theta.options().dtype(work_dtype));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, theta.scalar_type(), "spherical_to_cartesian_backward", [&] {
-    using work_t = at::opmath_type<scalar_t>;
-    launch_rows(rows, n, [&](auto group, int64_t blocks, cudaStream_t stream) {
-      spherical_backward_kernel<scalar_t, work_t, decltype(group)::value>
-          <<<blocks, kBlockThreads, 0, stream>>>(
-              grad.const_data_ptr<scalar_t>(), angles.const_data_ptr<scalar_t>(),
-              work.mutable_data_ptr<work_t>(), grad_theta.mutable_data_ptr<scalar_t>(), rows, n);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, theta.scalar_type(), "spherical_to_cartesian_backward", [&] {
+        using work_t = at::opmath_type<scalar_t>;
+        launch_rows(rows, n, [&](auto group, int64_t blocks, cudaStream_t stream) {
+          spherical_backward_kernel<scalar_t, work_t, decltype(group)::value>
+              <<<blocks, kBlockThreads, 0, stream>>>(
+                  grad.const_data_ptr<scalar_t>(), angles.const_data_ptr<scalar_t>(),
+                  work.mutable_data_ptr<work_t>(), grad_theta.mutable_data_ptr<scalar_t>(), rows,
+                  n);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
+      });
   return grad_theta;
 }
 
@@ -307,7 +313,9 @@ __global__ void __launch_bounds__(kBlockThreads)
   cartesian_to_spherical_backward_row(
       n, [&](int64_t k) { return static_cast<double>(w_row[k]); },
       grad_radius == nullptr ? 0.0 : static_cast<double>(grad_radius[row]),
-      [&](int64_t k) { return grad_theta_row == nullptr ? 0.0 : static_cast<double>(grad_theta_row[k]); },
+      [&](int64_t k) {
+        return grad_theta_row == nullptr ? 0.0 : static_cast<double>(grad_theta_row[k]);
+      },
       [&](int64_t j, double value) { out[j] = static_cast<scalar_t>(value); },
       tails + row * (n + 1));
 }
@@ -331,12 +339,14 @@ std::tuple<at::Tensor, at::Tensor> cartesian_to_spherical_cuda(const at::Tensor&
   const int64_t rows = radius.numel();
   if (rows == 0) return {radius, theta};
   const at::Tensor coordinates = w.contiguous();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "cartesian_to_spherical", [&] {
-    cartesian_forward_kernel<scalar_t><<<blocks_for(rows), kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        coordinates.const_data_ptr<scalar_t>(), radius.mutable_data_ptr<scalar_t>(),
-        theta.mutable_data_ptr<scalar_t>(), rows, n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, w.scalar_type(), "cartesian_to_spherical", [&] {
+        cartesian_forward_kernel<scalar_t>
+            <<<blocks_for(rows), kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+                coordinates.const_data_ptr<scalar_t>(), radius.mutable_data_ptr<scalar_t>(),
+                theta.mutable_data_ptr<scalar_t>(), rows, n);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   return {radius, theta};
 }
 
@@ -353,10 +363,10 @@ at::Tensor cartesian_to_spherical_backward_cuda(const std::optional<at::Tensor>&
   const auto checked = [&](const std::optional<at::Tensor>& t, const char* name,
                            at::IntArrayRef shape) -> at::Tensor {
     if (!t.has_value()) return {};
-    TORCH_CHECK(t->scalar_type() == w.scalar_type() && t->device() == w.device() &&
-                    t->sizes() == shape,
-                "fastact.", op, ": ", name, " must be a ", w.scalar_type(), " tensor of shape ",
-                shape, ", got ", t->scalar_type(), " ", t->sizes());
+    TORCH_CHECK(
+        t->scalar_type() == w.scalar_type() && t->device() == w.device() && t->sizes() == shape,
+        "fastact.", op, ": ", name, " must be a ", w.scalar_type(), " tensor of shape ", shape,
+        ", got ", t->scalar_type(), " ", t->sizes());
     return t->contiguous();
   };
   const at::Tensor radius_grad = checked(grad_radius, "grad_radius", batch);
@@ -366,14 +376,16 @@ at::Tensor cartesian_to_spherical_backward_cuda(const std::optional<at::Tensor>&
   if (rows == 0) return grad_w;
   const at::Tensor coordinates = w.contiguous();
   at::Tensor tails = at::empty({rows, n + 1}, w.options().dtype(at::kDouble));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "cartesian_to_spherical_backward", [&] {
-    cartesian_backward_kernel<scalar_t><<<blocks_for(rows), kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        radius_grad.defined() ? radius_grad.const_data_ptr<scalar_t>() : nullptr,
-        theta_grad.defined() ? theta_grad.const_data_ptr<scalar_t>() : nullptr,
-        coordinates.const_data_ptr<scalar_t>(), tails.mutable_data_ptr<double>(),
-        grad_w.mutable_data_ptr<scalar_t>(), rows, n);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, w.scalar_type(), "cartesian_to_spherical_backward", [&] {
+        cartesian_backward_kernel<scalar_t>
+            <<<blocks_for(rows), kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+                radius_grad.defined() ? radius_grad.const_data_ptr<scalar_t>() : nullptr,
+                theta_grad.defined() ? theta_grad.const_data_ptr<scalar_t>() : nullptr,
+                coordinates.const_data_ptr<scalar_t>(), tails.mutable_data_ptr<double>(),
+                grad_w.mutable_data_ptr<scalar_t>(), rows, n);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
   return grad_w;
 }
 
@@ -429,7 +441,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   acc_t sum = acc_t(0);
   if (inside) {
     for (int64_t row = first + warp; row < last; row += kWarpsPerBlock) {
-      const bool active = ((static_cast<uint32_t>(mask[row * words + blockIdx.x]) >> lane) & 1u) != 0;
+      const bool active =
+          ((static_cast<uint32_t>(mask[row * words + blockIdx.x]) >> lane) & 1u) != 0;
       const acc_t g = geometric_relu_masked_grad(static_cast<acc_t>(grad[row * cols + m]), active);
       grad_masked[row * cols + m] = static_cast<scalar_t>(g);
       sum += g;
@@ -485,7 +498,8 @@ __global__ void __launch_bounds__(kBlockThreads)
     acc_t s = acc_t(0);
     for (int64_t b = 0; b < blocks; ++b) s += column[b * cols];
     sum_all += s;
-    if (bias != nullptr) bias_term += static_cast<acc_t>(bias[c * bias_stride_c + p * bias_stride_p]) * s;
+    if (bias != nullptr)
+      bias_term += static_cast<acc_t>(bias[c * bias_stride_c + p * bias_stride_p]) * s;
     if (bias_per_position) grad_bias[c * positions + p] = static_cast<scalar_t>(r * s);
   }
   dot = block_sum(dot, scratch);
@@ -493,7 +507,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   sum_all = block_sum(sum_all, scratch);
   for (int64_t k = threadIdx.x; k < fan_in; k += kBlockThreads) {
     g_row[k] = static_cast<scalar_t>(r * static_cast<acc_t>(g_row[k]));
-    if (weight != nullptr) weight[c * fan_in + k] = static_cast<scalar_t>(r * static_cast<acc_t>(u_row[k]));
+    if (weight != nullptr)
+      weight[c * fan_in + k] = static_cast<scalar_t>(r * static_cast<acc_t>(u_row[k]));
   }
   if (threadIdx.x == 0) {
     grad_radius[c] = static_cast<scalar_t>(dot + bias_term);
@@ -516,14 +531,16 @@ struct CudaEpilogues {
     if (geometry.rows == 0 || geometry.cols == 0) return mask;
     const int64_t rows_per_block = epilogue_rows_per_block(geometry.rows);
     const dim3 grid(words, (geometry.rows + rows_per_block - 1) / rows_per_block);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "geometric_relu_epilogue", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      epilogue_forward_kernel<scalar_t><<<grid, kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-          z.mutable_data_ptr<scalar_t>(), radius_columns.const_data_ptr<acc_t>(),
-          bias_columns.const_data_ptr<acc_t>(), mask.mutable_data_ptr<int32_t>(), geometry.rows,
-          geometry.cols, words, rows_per_block);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, z.scalar_type(), "geometric_relu_epilogue", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          epilogue_forward_kernel<scalar_t>
+              <<<grid, kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+                  z.mutable_data_ptr<scalar_t>(), radius_columns.const_data_ptr<acc_t>(),
+                  bias_columns.const_data_ptr<acc_t>(), mask.mutable_data_ptr<int32_t>(),
+                  geometry.rows, geometry.cols, words, rows_per_block);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
     return mask;
   }
 
@@ -537,15 +554,17 @@ struct CudaEpilogues {
     at::Tensor partial =
         at::empty({blocks, geometry.cols}, grad.options().dtype(compute_dtype(grad.scalar_type())));
     if (blocks == 0 || geometry.cols == 0) return {grad_masked, partial};
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad.scalar_type(), "geometric_relu_epilogue_backward", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      epilogue_backward_kernel<scalar_t>
-          <<<dim3(geometry.words_per_row(), blocks), kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-              grad.const_data_ptr<scalar_t>(), mask.const_data_ptr<int32_t>(),
-              grad_masked.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_t>(),
-              geometry.rows, geometry.cols, geometry.words_per_row(), rows_per_block);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, grad.scalar_type(), "geometric_relu_epilogue_backward", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          epilogue_backward_kernel<scalar_t>
+              <<<dim3(geometry.words_per_row(), blocks), kBlockThreads, 0,
+                 at::cuda::getCurrentCUDAStream()>>>(
+                  grad.const_data_ptr<scalar_t>(), mask.const_data_ptr<int32_t>(),
+                  grad_masked.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_t>(),
+                  geometry.rows, geometry.cols, geometry.words_per_row(), rows_per_block);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
     return {grad_masked, partial};
   }
 
@@ -557,21 +576,25 @@ struct CudaEpilogues {
     const at::Tensor bias_values = bias.has_value() ? bias->contiguous() : at::Tensor();
     const at::Tensor radius_values = radius.contiguous();
     at::Tensor grad_radius = at::empty_like(radius_values);
-    at::Tensor grad_bias = at::empty(per_position ? geometry.cols : geometry.channels, radius.options());
+    at::Tensor grad_bias =
+        at::empty(per_position ? geometry.cols : geometry.channels, radius.options());
     at::Tensor weight = with_weight ? at::empty_like(u) : at::Tensor();
     if (geometry.channels == 0) return {grad_radius, grad_bias, weight};
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "geometric_relu_radial_backward", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      radial_backward_kernel<scalar_t><<<geometry.channels, kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-          grad_u.mutable_data_ptr<scalar_t>(), u.const_data_ptr<scalar_t>(),
-          radius_values.const_data_ptr<scalar_t>(), partial.const_data_ptr<acc_t>(), partial.size(0),
-          geometry.cols, bias_values.defined() ? bias_values.const_data_ptr<scalar_t>() : nullptr,
-          grad_radius.mutable_data_ptr<scalar_t>(), grad_bias.mutable_data_ptr<scalar_t>(),
-          with_weight ? weight.mutable_data_ptr<scalar_t>() : nullptr, u.size(1), geometry.positions,
-          geometry.stride_channel(), geometry.stride_position(), per_position ? geometry.positions : 1,
-          per_position ? 1 : 0, per_position);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, u.scalar_type(), "geometric_relu_radial_backward", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          radial_backward_kernel<scalar_t>
+              <<<geometry.channels, kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+                  grad_u.mutable_data_ptr<scalar_t>(), u.const_data_ptr<scalar_t>(),
+                  radius_values.const_data_ptr<scalar_t>(), partial.const_data_ptr<acc_t>(),
+                  partial.size(0), geometry.cols,
+                  bias_values.defined() ? bias_values.const_data_ptr<scalar_t>() : nullptr,
+                  grad_radius.mutable_data_ptr<scalar_t>(), grad_bias.mutable_data_ptr<scalar_t>(),
+                  with_weight ? weight.mutable_data_ptr<scalar_t>() : nullptr, u.size(1),
+                  geometry.positions, geometry.stride_channel(), geometry.stride_position(),
+                  per_position ? geometry.positions : 1, per_position ? 1 : 0, per_position);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
     return {grad_radius, grad_bias, weight};
   }
 };
@@ -603,8 +626,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> geometric_relu_conv2d
     const at::Tensor& radius, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool x_needs_grad) {
   const c10::cuda::OptionalCUDAGuard guard(x.device());
-  return conv2d_backward<CudaEpilogues>(grad_z, mask, x, u, radius, bias, stride, padding,
-                                        dilation, groups, x_needs_grad);
+  return conv2d_backward<CudaEpilogues>(grad_z, mask, x, u, radius, bias, stride, padding, dilation,
+                                        groups, x_needs_grad);
 }
 
 }  // namespace

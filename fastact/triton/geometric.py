@@ -120,8 +120,9 @@ def _atan_unit(t):
     reduced = t > 0.66
     x = tl.where(reduced, (t - 1.0) / (t + 1.0), t)
     z = x * x
-    p = (((-8.750608600031904122785e-1 * z - 1.615753718733365076637e1) * z
-          - 7.500855792314704667340e1) * z - 1.228866684490136173410e2) * z - 6.485021904942025371773e1
+    p = ((((-8.750608600031904122785e-1 * z - 1.615753718733365076637e1) * z
+           - 7.500855792314704667340e1) * z - 1.228866684490136173410e2) * z
+         - 6.485021904942025371773e1)
     q = (((((z + 2.485846490142306297962e1) * z + 1.650270098316988542046e2) * z
            + 4.328810604912902668951e2) * z + 4.853903996359136964868e2) * z
          + 1.945506571482613964425e2)
@@ -174,8 +175,8 @@ def _cartesian_forward_kernel(w_ptr, radius_ptr, theta_ptr, rows, n, BLOCK_R: tl
                  mask=rows_ok & (k <= n - 2))
         tail_squared += wk * wk
         following = wk
-    tl.store(radius_ptr + r, _from_f64(tl.sqrt(tail_squared) * inverse, radius_ptr.dtype.element_ty),
-             mask=rows_ok)
+    radius = tl.sqrt(tail_squared) * inverse
+    tl.store(radius_ptr + r, _from_f64(radius, radius_ptr.dtype.element_ty), mask=rows_ok)
 
 
 @triton.jit
@@ -309,7 +310,8 @@ def _radial_backward_kernel(grad_u_ptr, u_ptr, radius_ptr, partial_ptr, bias_ptr
     grad_radius = tl.sum(dot, axis=0) + tl.sum(bias_term, axis=0)
     tl.store(grad_radius_ptr + c, grad_radius.to(grad_radius_ptr.dtype.element_ty))
     if not PER_POSITION:
-        tl.store(grad_bias_ptr + c, (radius * tl.sum(sum_all, axis=0)).to(grad_bias_ptr.dtype.element_ty))
+        grad_bias = radius * tl.sum(sum_all, axis=0)
+        tl.store(grad_bias_ptr + c, grad_bias.to(grad_bias_ptr.dtype.element_ty))
     for start in range(0, fan_in, BLOCK):
         k = start + offsets
         g = tl.load(grad_u_ptr + c * fan_in + k, mask=k < fan_in, other=0.0).to(ACC)
@@ -321,7 +323,7 @@ def _radial_backward_kernel(grad_u_ptr, u_ptr, radius_ptr, partial_ptr, bias_ptr
                      mask=k < fan_in)
 
 
-# ---- the maps -------------------------------------------------------------------------------------
+# ---- the maps ---------------------------------------------------------------------------------
 
 def _row_tile(n: int) -> int:
     """Tile of a row per step: the whole row up to ROW_TILE elements."""
@@ -355,7 +357,8 @@ def spherical_to_cartesian_backward(grad_u: Tensor, theta: Tensor) -> Tensor:
         # float32 (float64 for float64) scratch for the reverse pass: the output itself when it
         # has that dtype.
         work_dtype = torch.float64 if theta.dtype == torch.float64 else torch.float32
-        work = grad_theta if theta.dtype == work_dtype else torch.empty_like(grad_theta, dtype=work_dtype)
+        work = (grad_theta if theta.dtype == work_dtype
+                else torch.empty_like(grad_theta, dtype=work_dtype))
         launch(_spherical_backward_kernel, (rows,), grad_u.contiguous(), theta.contiguous(), work,
                grad_theta, n, BLOCK=_row_tile(n), num_warps=ROW_WARPS)
     return grad_theta
@@ -505,7 +508,8 @@ def geometric_relu_conv2d(x: Tensor, u: Tensor, radius: Tensor, bias: Tensor | N
     z = torch.nn.functional.conv2d(x, u, None, stride, padding, dilation, groups).contiguous(
         memory_format=_conv_format(x))
     channels, positions = z.shape[1], z.shape[2] * z.shape[3]
-    mask = _epilogue_forward(z, radius, bias, z.shape[0], channels, positions, not z.is_contiguous())
+    mask = _epilogue_forward(z, radius, bias, z.shape[0], channels, positions,
+                             not z.is_contiguous())
     return z, mask
 
 
@@ -539,7 +543,7 @@ def geometric_relu_conv2d_backward(grad_z: Tensor, mask: Tensor, x: Tensor, u: T
     return grad_x, grad_u, grad_radius, grad_bias
 
 
-# ---- ahead-of-time compile specs (make check-cuda) ------------------------------------------------
+# ---- ahead-of-time compile specs (make check-cuda) --------------------------------------------
 
 def _specs():
     specs = []

@@ -102,7 +102,8 @@ FASTACT_HOST_DEVICE int cartesian_row_exponent(int64_t n, Load load) {
 // One row of cartesian_to_spherical, sequential in double from the right: store_angle(k, theta_k)
 // for k < n - 1; returns the radius.
 template <typename Load, typename StoreAngle>
-FASTACT_HOST_DEVICE double cartesian_to_spherical_row(int64_t n, Load load, StoreAngle store_angle) {
+FASTACT_HOST_DEVICE double cartesian_to_spherical_row(int64_t n, Load load,
+                                                      StoreAngle store_angle) {
   const int exponent = cartesian_row_exponent(n, load);
   const double scale = ldexp(1.0, -exponent);
   double tail_squared = 0.0;  // sum_{j>k} w_j^2, scaled
