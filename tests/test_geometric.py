@@ -88,6 +88,29 @@ def test_geometric_relu_matches_reference(backend, device, dtype, x_shape, out):
 
 
 @pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_strided_inputs_and_empty_batches(backend, device):
+    """Non-contiguous x and parameters (views of larger tensors) are read where they lie; an
+    empty batch gives an empty output and zero parameter gradients, linear and conv."""
+    base = torch.randn(9, 12, device=device)
+    x = base[::2, 1::2].t().requires_grad_()  # [6, 5], strided
+    theta_base = torch.rand(4, 10, device=device) * 3
+    theta = theta_base[:, ::2][:, :4].requires_grad_()  # [4, 4]
+    radius = torch.randn(8, device=device)[::2].requires_grad_()
+    bias = torch.randn(4, 2, device=device)[:, 0].requires_grad_()
+    check_layer(backend, fastact.geometric_relu, fastact.reference.geometric_relu, x, theta,
+                radius, bias, "strided geometric_relu")
+    for layer, x in ((fastact.nn.GeometricReLU(5, 3), torch.empty(0, 5, device=device)),
+                     (fastact.nn.GeometricReLUConv2d(2, 3, 3, padding=1),
+                      torch.empty(0, 2, 4, 4, device=device))):
+        layer = layer.to(device)
+        x.requires_grad_()
+        z = run(backend, layer, x)
+        assert z.shape[0] == 0
+        grads = torch.autograd.grad(z.sum(), [x, layer.theta, layer.radius, layer.bias])
+        assert grads[0].shape == x.shape and all(torch.all(g == 0) for g in grads[1:])
+
+
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
 def test_geometric_relu_gradcheck(backend, device):
     """float64, radius 0 and negative included: dL/dradius at radius 0 is exact (the forward
     saves the activity mask, and dL/dradius = G'.u + b.S needs no division)."""
@@ -242,16 +265,18 @@ def test_input_mean_norm_linear(backend, device):
     assert torch.equal(layer.running_mean, running)
 
 
-@pytest.mark.parametrize("padding", [0, 1, 2])
+@pytest.mark.parametrize("padding, layout", [(0, torch.contiguous_format), (1, torch.contiguous_format),
+                                             (2, torch.channels_last)])
 @pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
-def test_input_mean_norm_conv_is_exact_at_padded_borders(backend, device, padding):
+def test_input_mean_norm_conv_is_exact_at_padded_borders(backend, device, padding, layout):
     """The output equals the layer applied to (x - mu), zero-padded: with padding, the fold
     subtracts the convolution of the constant mean image (a bias per position)."""
     layer = fastact.nn.GeometricReLUConv2d(3, 5, 3, padding=padding, stride=(1, 2),
                                            input_mean_norm=True).to(device).double()
     with torch.no_grad():
         layer.bias.uniform_(-0.3, 0.3)
-    x = (torch.randn(2, 3, 6, 7, dtype=torch.float64, device=device) * 0.5 + 3).requires_grad_()
+    x = torch.randn(2, 3, 6, 7, dtype=torch.float64, device=device) * 0.5 + 3
+    x = x.to(memory_format=layout).requires_grad_()
     z = run(backend, layer, x)
     x2 = x.detach().clone().requires_grad_()
     centred = x2 - x2.mean(dim=(0, 2, 3), keepdim=True)

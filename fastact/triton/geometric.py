@@ -439,6 +439,7 @@ def _radial_backward(grad_u: Tensor, u: Tensor, radius: Tensor, partial: Tensor,
                      bias: Tensor | None, channels: int, positions: int, channels_fastest: bool,
                      with_weight: bool):
     per_position = bias is not None and bias.numel() != channels
+    radius = radius.contiguous()
     grad_radius = torch.empty_like(radius)
     grad_bias = radius.new_empty(channels * positions if per_position else channels)
     weight = torch.empty_like(u) if with_weight else None
