@@ -30,7 +30,7 @@ def _running_mean_update(x: Tensor, running_mean: Tensor, momentum: float, train
     if not training:
         return running_mean
     dims = [d for d in range(x.dim()) if d != channel_dim % x.dim()]
-    mean = x.mean(dim=dims)
+    mean = x.mean(dim=dims) if dims else x  # one unbatched sample is its own mean
     with torch.no_grad():
         running_mean.lerp_(mean.detach().to(running_mean.dtype), momentum)
     return mean
