@@ -38,14 +38,16 @@ import memory  # noqa: E402
 import regression  # noqa: E402
 import report  # noqa: E402
 
-import bench_geometric  # noqa: E402
+import bench_geometric_relu  # noqa: E402
+import bench_geometric_relu_conv2d  # noqa: E402
 import bench_hat  # noqa: E402
+import bench_spherical_to_cartesian  # noqa: E402
 
 OPS = {
     "hat": bench_hat.cases,
-    "spherical_to_cartesian": bench_geometric.map_cases,
-    "geometric_relu": bench_geometric.layer_cases,
-    "geometric_relu_conv2d": bench_geometric.conv_cases,
+    "spherical_to_cartesian": bench_spherical_to_cartesian.cases,
+    "geometric_relu": bench_geometric_relu.cases,
+    "geometric_relu_conv2d": bench_geometric_relu_conv2d.cases,
 }
 
 
