@@ -54,7 +54,10 @@ def cases(shapes, dtypes=FLOAT_DTYPES, pairs=BACKEND_DEVICES):
                                    id=f"{pair.id}-{str(dtype)[6:]}-{shape}")
 
 
-ANGLE_SHAPES = [(0,), (1,), (2,), (7,), (3, 8), (2, 3, 17), (5, 64), (0, 5), (4, 0)]
+# Rows of 8 or more go through the CPU kernels' groups of 8 rows (lanes are rows), the others
+# row by row; angles past a multiple of 8 (4 for float64) through the scalar tail.
+ANGLE_SHAPES = [(0,), (1,), (2,), (7,), (3, 8), (2, 3, 17), (5, 64), (0, 5), (4, 0), (16, 8),
+                (19, 13), (2, 4, 23)]
 
 
 @pytest.mark.parametrize("backend, device, dtype, shape", list(cases(ANGLE_SHAPES)))
@@ -116,6 +119,7 @@ def test_large_and_special_angles(backend, device):
     theta = torch.tensor([[1e6, -3e5, 123456.7, 2.5], [4097.0, -8200.0, 1e30, 0.5],
                           [0.3, math.nan, 0.2, 0.1], [0.3, 0.2, math.inf, 0.1]],
                          dtype=torch.float64, device=device)
+    theta = torch.cat([theta, torch.rand(8, 4, dtype=torch.float64, device=device)])  # 12 rows
     for dtype in (torch.float64, torch.float32):
         u = run(backend, fastact.spherical_to_cartesian, theta.to(dtype))
         expected = fastact.reference.spherical_to_cartesian(theta.to(dtype).double())

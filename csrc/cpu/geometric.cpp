@@ -32,14 +32,18 @@ int64_t grain_for(int64_t elements_per_item) {
   return std::max<int64_t>(1, kTaskElements / std::max<int64_t>(1, elements_per_item));
 }
 
-// Runs fn(SphericalRows) over the rows of a map with n coordinates per row, in parallel, each
-// task with its own scratch when `scratch` (2 n + 1 doubles; the backward kernels need it).
+// Runs fn(SphericalRows) over the rows of a map with n coordinates per row, in parallel, in
+// grains of whole groups of kSphericalRowGroup rows (the kernels scan those side by side), each
+// task with its own scratch when `scratch` (the backward kernels').
 template <typename Fn>
 void for_spherical_rows(c10::ScalarType dtype, int64_t rows, int64_t n, bool scratch, Fn fn) {
-  at::parallel_for(0, rows, grain_for(8 * n), [&](int64_t begin, int64_t end) {
-    std::vector<double> work(scratch ? 2 * n + 1 : 0);
-    fn(SphericalRows{dtype, n, begin, end, work.data()});
-  });
+  const int64_t groups = (rows + kSphericalRowGroup - 1) / kSphericalRowGroup;
+  at::parallel_for(0, groups, grain_for(8 * n * kSphericalRowGroup),
+                   [&](int64_t begin, int64_t end) {
+                     std::vector<double> work(scratch ? kSphericalScratch * n + 1 : 0);
+                     fn(SphericalRows{dtype, n, begin * kSphericalRowGroup,
+                                      std::min(rows, end * kSphericalRowGroup), work.data()});
+                   });
 }
 
 at::Tensor spherical_to_cartesian_cpu(const at::Tensor& theta) {

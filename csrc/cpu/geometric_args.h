@@ -68,12 +68,17 @@ struct RadialBackward {
   void* weight;
 };
 
+// The map kernels scan groups of this many rows side by side (16- and 32-bit inputs), and
+// need kSphericalScratch * n doubles of scratch for a backward task.
+constexpr int kSphericalRowGroup = 8;
+constexpr int64_t kSphericalScratch = 2 * kSphericalRowGroup;
+
 // A range of rows of a hyperspherical map: `n` coordinates per row (n - 1 angles), row-major.
 struct SphericalRows {
   c10::ScalarType dtype;
   int64_t n;
   int64_t row_begin, row_end;
-  double* work;  // scratch for the backward kernels: 2 * n + 1 doubles
+  double* work;  // scratch for the backward kernels: kSphericalScratch * n + 1 doubles
 };
 
 // The kernels' function types (csrc/cpu/geometric_kernel.h has what each computes).

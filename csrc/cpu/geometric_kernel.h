@@ -157,15 +157,89 @@ FASTACT_HOST_DEVICE bool spherical_to_cartesian_row(const S* theta, S* u, int64_
   return (bad[0] | bad[1] | bad[2] | bad[3]) == 0;
 }
 
+// ---- eight rows at a time (16- and 32-bit inputs) -------------------------------------------
+// The lanes are rows: an 8x8 transpose turns 8 rows x 8 angles into 8 vectors, each one angle of
+// the 8 rows, so that a scan along the rows is one multiply per angle (no in-vector scan), and
+// the results are transposed back. Sines and cosines in float (sincos_float8), products in
+// double.
+constexpr int kRowGroup = kSphericalRowGroup;
+
+// block[j][r] = p[r * stride + k + j] as float, for 8 rows r and 8 columns j.
+template <typename S>
+FASTACT_HOST_DEVICE void load_block(const S* p, int64_t stride, int64_t k, Float8* block) {
+  for (int r = 0; r < 8; ++r) {
+    for (int j = 0; j < 8; ++j) block[r][j] = Storage<S>::load(p[r * stride + k + j]);
+  }
+  transpose_8x8(block);
+}
+
+// p[r * stride + k + j] = block[j][r] (block is clobbered).
+template <typename S>
+FASTACT_HOST_DEVICE void store_block(S* p, int64_t stride, int64_t k, Float8* block) {
+  transpose_8x8(block);
+  for (int r = 0; r < 8; ++r) {
+    for (int j = 0; j < 8; ++j) p[r * stride + k + j] = Storage<S>::store(block[r][j]);
+  }
+}
+
+FASTACT_HOST_DEVICE double row_lane(const V4* lanes, int r) { return lanes[r / 4][r % 4]; }
+
+// Rows [0, 8) of theta [., n - 1] -> u [., n] (row strides n - 1 and n). Returns false when some
+// angle was out of the float polynomial's range (the rows are then redone with libm).
+template <typename S>
+FASTACT_HOST_DEVICE bool spherical_to_cartesian_row_group(const S* theta, S* u, int64_t n) {
+  const int64_t angles = n - 1;
+  Int8 bad = Int8{};
+  Bits4 bad_tail = Bits4{};
+  V4 prefix[2] = {splat(1.0), splat(1.0)};  // P_k of rows 0-3, 4-7
+  int64_t k = 0;
+  for (; k + 8 <= angles; k += 8) {
+    Float8 block[8];
+    load_block(theta, angles, k, block);
+    for (int j = 0; j < 8; ++j) {
+      bad |= unreducible_float8(block[j]);
+      const SinCosFloat8 a = sincos_float8(block[j]);
+      block[j] = narrow(prefix[0] * a.cos[0], prefix[1] * a.cos[1]);
+      prefix[0] *= a.sin[0];
+      prefix[1] *= a.sin[1];
+    }
+    store_block(u, n, k, block);
+  }
+  // The last angles (fewer than 8) and the last coordinate, row by row.
+  for (int r = 0; r < kRowGroup; ++r) {
+    double carry = row_lane(prefix, r);
+    for (int64_t tail = k; tail < angles; ++tail) {
+      const SinCos<double> a =
+          angle_sincos<false, 1>(load_double(theta + r * angles, tail), bad_tail);
+      store_double(u + r * n, tail, carry * a.cos);
+      carry *= a.sin;
+    }
+    store_double(u + r * n, angles, carry);
+  }
+  int any = bad_tail[0] | bad_tail[1] | bad_tail[2] | bad_tail[3];
+  for (int r = 0; r < 8; ++r) any |= bad[r];
+  return any == 0;
+}
+
 void spherical_to_cartesian_rows(const SphericalRows& rows, const void* theta, void* u) {
   dispatch_storage(rows.dtype, [&](auto storage) {
     using S = decltype(storage);
     const int64_t n = rows.n;
-    for (int64_t row = rows.row_begin; row < rows.row_end; ++row) {
-      const S* theta_row = static_cast<const S*>(theta) + row * (n - 1);
-      S* u_row = static_cast<S*>(u) + row * n;
-      if (!spherical_to_cartesian_row<false>(theta_row, u_row, n)) {
-        spherical_to_cartesian_row<true>(theta_row, u_row, n);
+    const auto at = [&](int64_t row) { return static_cast<const S*>(theta) + row * (n - 1); };
+    const auto out = [&](int64_t row) { return static_cast<S*>(u) + row * n; };
+    int64_t row = rows.row_begin;
+    if constexpr (!std::is_same_v<S, double>) {
+      for (; row + kRowGroup <= rows.row_end; row += kRowGroup) {
+        if (!spherical_to_cartesian_row_group(at(row), out(row), n)) {
+          for (int r = 0; r < kRowGroup; ++r) {
+            spherical_to_cartesian_row<true>(at(row + r), out(row + r), n);
+          }
+        }
+      }
+    }
+    for (; row < rows.row_end; ++row) {
+      if (!spherical_to_cartesian_row<false>(at(row), out(row), n)) {
+        spherical_to_cartesian_row<true>(at(row), out(row), n);
       }
     }
   });
@@ -233,17 +307,102 @@ FASTACT_HOST_DEVICE bool spherical_to_cartesian_backward_row(const S* grad_u, co
   return (bad[0] | bad[1] | bad[2] | bad[3]) == 0;
 }
 
+// Rows [0, 8) of the backward (lanes are rows, as spherical_to_cartesian_row_group): from the
+// right, S = s S' + g c one angle at a time, factor = c S' - g s, kept with s in `work`
+// (16 (n - 1) doubles, lanes interleaved); from the left, the prefix products times the factors.
+template <typename S>
+FASTACT_HOST_DEVICE bool spherical_to_cartesian_backward_row_group(const S* grad_u, const S* theta,
+                                                                   S* grad_theta, int64_t n,
+                                                                   double* work) {
+  const int64_t angles = n - 1;
+  const int64_t vectorised = angles - angles % 8;
+  double* sines = work;
+  double* factors = work + kRowGroup * angles;
+  Int8 bad = Int8{};
+  Bits4 bad_tail = Bits4{};
+  V4 suffix[2];  // S_{k+1} of rows 0-3, 4-7
+  for (int r = 0; r < kRowGroup; ++r) {
+    // The last angles (fewer than 8), from the right, row by row.
+    double row_suffix = load_double(grad_u + r * n, angles);
+    for (int64_t k = angles - 1; k >= vectorised; --k) {
+      const SinCos<double> a = angle_sincos<false, 1>(load_double(theta + r * angles, k), bad_tail);
+      const double g = load_double(grad_u + r * n, k);
+      sines[k * kRowGroup + r] = a.sin;
+      factors[k * kRowGroup + r] = spherical_angle_grad_factor(a.cos, a.sin, g, row_suffix);
+      row_suffix = spherical_suffix_step(g, a.cos, a.sin, row_suffix);
+    }
+    suffix[r / 4][r % 4] = row_suffix;
+  }
+  for (int64_t k = vectorised - 8; k >= 0; k -= 8) {
+    Float8 angle_block[8], grad_block[8];
+    load_block(theta, angles, k, angle_block);
+    load_block(grad_u, n, k, grad_block);
+    for (int j = 7; j >= 0; --j) {
+      bad |= unreducible_float8(angle_block[j]);
+      const SinCosFloat8 a = sincos_float8(angle_block[j]);
+      V4 g[2];
+      widen(grad_block[j], g);
+      double* s_out = sines + (k + j) * kRowGroup;
+      double* f_out = factors + (k + j) * kRowGroup;
+      for (int h = 0; h < 2; ++h) {
+        const V4 factor = spherical_angle_grad_factor(a.cos[h], a.sin[h], g[h], suffix[h]);
+        std::memcpy(s_out + 4 * h, &a.sin[h], sizeof(V4));
+        std::memcpy(f_out + 4 * h, &factor, sizeof(V4));
+        suffix[h] = spherical_suffix_step(g[h], a.cos[h], a.sin[h], suffix[h]);
+      }
+    }
+  }
+  V4 prefix[2] = {splat(1.0), splat(1.0)};
+  int64_t k = 0;
+  for (; k < vectorised; k += 8) {
+    Float8 block[8];
+    for (int j = 0; j < 8; ++j) {
+      V4 product[2];
+      for (int h = 0; h < 2; ++h) {
+        V4 s, factor;
+        std::memcpy(&s, sines + (k + j) * kRowGroup + 4 * h, sizeof(V4));
+        std::memcpy(&factor, factors + (k + j) * kRowGroup + 4 * h, sizeof(V4));
+        product[h] = prefix[h] * factor;
+        prefix[h] *= s;
+      }
+      block[j] = narrow(product[0], product[1]);
+    }
+    store_block(grad_theta, angles, k, block);
+  }
+  for (int r = 0; r < kRowGroup; ++r) {
+    double carry = row_lane(prefix, r);
+    for (int64_t tail = k; tail < angles; ++tail) {
+      store_double(grad_theta + r * angles, tail, carry * factors[tail * kRowGroup + r]);
+      carry *= sines[tail * kRowGroup + r];
+    }
+  }
+  int any = bad_tail[0] | bad_tail[1] | bad_tail[2] | bad_tail[3];
+  for (int r = 0; r < 8; ++r) any |= bad[r];
+  return any == 0;
+}
+
 void spherical_to_cartesian_backward_rows(const SphericalRows& rows, const void* grad_u,
                                           const void* theta, void* grad_theta) {
   dispatch_storage(rows.dtype, [&](auto storage) {
     using S = decltype(storage);
     const int64_t n = rows.n;
-    for (int64_t row = rows.row_begin; row < rows.row_end; ++row) {
-      const S* g = static_cast<const S*>(grad_u) + row * n;
-      const S* t = static_cast<const S*>(theta) + row * (n - 1);
-      S* out = static_cast<S*>(grad_theta) + row * (n - 1);
-      if (!spherical_to_cartesian_backward_row<false>(g, t, out, n, rows.work)) {
-        spherical_to_cartesian_backward_row<true>(g, t, out, n, rows.work);
+    const auto g = [&](int64_t row) { return static_cast<const S*>(grad_u) + row * n; };
+    const auto t = [&](int64_t row) { return static_cast<const S*>(theta) + row * (n - 1); };
+    const auto out = [&](int64_t row) { return static_cast<S*>(grad_theta) + row * (n - 1); };
+    int64_t row = rows.row_begin;
+    if constexpr (!std::is_same_v<S, double>) {
+      for (; row + kRowGroup <= rows.row_end; row += kRowGroup) {
+        if (!spherical_to_cartesian_backward_row_group(g(row), t(row), out(row), n, rows.work)) {
+          for (int r = 0; r < kRowGroup; ++r) {
+            spherical_to_cartesian_backward_row<true>(g(row + r), t(row + r), out(row + r), n,
+                                                      rows.work);
+          }
+        }
+      }
+    }
+    for (; row < rows.row_end; ++row) {
+      if (!spherical_to_cartesian_backward_row<false>(g(row), t(row), out(row), n, rows.work)) {
+        spherical_to_cartesian_backward_row<true>(g(row), t(row), out(row), n, rows.work);
       }
     }
   });

@@ -213,4 +213,32 @@ FASTACT_HOST_DEVICE SinCosFloat8 sincos_float8(const Float8& x) {
   return {{low.sin, high.sin}, {low.cos, high.cos}};
 }
 
+// 8 rows x 8 columns in place: v[r][j] -> v[j][r] (three rounds of shuffles, 24 in all).
+FASTACT_HOST_DEVICE void transpose_8x8(Float8* v) {
+  Float8 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = __builtin_shuffle(v[2 * i], v[2 * i + 1], Int8{0, 8, 1, 9, 4, 12, 5, 13});
+    t[2 * i + 1] = __builtin_shuffle(v[2 * i], v[2 * i + 1], Int8{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int i = 0; i < 2; ++i) {
+    for (int h = 0; h < 2; ++h) {
+      const Float8& a = t[4 * i + h];
+      const Float8& b = t[4 * i + 2 + h];
+      u[4 * i + 2 * h] = __builtin_shuffle(a, b, Int8{0, 1, 8, 9, 4, 5, 12, 13});
+      u[4 * i + 2 * h + 1] = __builtin_shuffle(a, b, Int8{2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    v[j] = __builtin_shuffle(u[j], u[4 + j], Int8{0, 1, 2, 3, 8, 9, 10, 11});
+    v[4 + j] = __builtin_shuffle(u[j], u[4 + j], Int8{4, 5, 6, 7, 12, 13, 14, 15});
+  }
+}
+
+// Two vectors of 4 doubles as 8 floats (each rounded once).
+FASTACT_HOST_DEVICE Float8 narrow(const Lanes<4>::Value& low, const Lanes<4>::Value& high) {
+  const Float4 a = __builtin_convertvector(low, Float4);
+  const Float4 b = __builtin_convertvector(high, Float4);
+  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+
 }  // namespace fastact::cpu
