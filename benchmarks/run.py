@@ -39,9 +39,18 @@ import regression  # noqa: E402
 import report  # noqa: E402
 
 import bench_dct  # noqa: E402
+import bench_geometric_relu  # noqa: E402
+import bench_geometric_relu_conv2d  # noqa: E402
 import bench_hat  # noqa: E402
+import bench_spherical_to_cartesian  # noqa: E402
 
-OPS = {"hat": bench_hat.cases, "dct_activation": bench_dct.cases}
+OPS = {
+    "hat": bench_hat.cases,
+    "dct_activation": bench_dct.cases,
+    "spherical_to_cartesian": bench_spherical_to_cartesian.cases,
+    "geometric_relu": bench_geometric_relu.cases,
+    "geometric_relu_conv2d": bench_geometric_relu_conv2d.cases,
+}
 
 
 # Timing (harness.run_cases): interleaved rounds, seconds of samples per provider and case,

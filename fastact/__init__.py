@@ -14,6 +14,12 @@ from fastact._backend import available_backends, use_backend
 from fastact import reference
 from fastact.hat import hat
 from fastact.dct import dct_activation
+from fastact.geometric import (
+    cartesian_to_spherical,
+    geometric_relu,
+    geometric_relu_conv2d,
+    spherical_to_cartesian,
+)
 from fastact import nn
 
 __all__ = [
@@ -23,5 +29,9 @@ __all__ = [
     "reference",
     "hat",
     "dct_activation",
+    "spherical_to_cartesian",
+    "cartesian_to_spherical",
+    "geometric_relu",
+    "geometric_relu_conv2d",
     "nn",
 ]

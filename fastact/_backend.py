@@ -33,6 +33,12 @@ CUDA_AUTO = {
     # A guess, not measured (no GPU was available): the CUDA forward moves 16-byte packs with
     # one channel lookup per pack, where the Triton kernel divides per element.
     "dct_activation": "cuda",
+    # GmP: not yet measured on a GPU. The CUDA kernels scan rows with warp shuffles and skip
+    # Triton's launch overhead; both backends use cuBLAS/cuDNN for the matmul.
+    "spherical_to_cartesian": "cuda",
+    "cartesian_to_spherical": "cuda",
+    "geometric_relu": "cuda",
+    "geometric_relu_conv2d": "cuda",
 }
 
 # Each thread's stack of use_backend names (torch.compile guards on it like on any global).
