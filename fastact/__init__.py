@@ -14,6 +14,7 @@ from fastact._backend import available_backends, use_backend
 from fastact import reference
 from fastact.hat import hat
 from fastact import nn
+from fastact import spectral
 
 __all__ = [
     "__version__",
@@ -22,4 +23,5 @@ __all__ = [
     "reference",
     "hat",
     "nn",
+    "spectral",
 ]
