@@ -186,7 +186,7 @@ def plot(folder: Path, runs: dict, result: PartResult) -> None:
         curve = torch.tensor(runs[name][0]["curve"])
         steps = torch.arange(1, curve.shape[0] + 1) * EVERY
         for j, k in enumerate(FREQUENCIES):
-            ax.semilogy(steps, curve[:, j], label=f"k={k}", lw=1)
+            ax.semilogy(steps.numpy(), curve[:, j].numpy(), label=f"k={k}", lw=1)
         ax.axhline(THRESHOLD, color="k", lw=0.5, ls="--")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("step")

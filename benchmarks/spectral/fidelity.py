@@ -36,6 +36,7 @@ class Signals:
 
 
 FAST = Signals(time=2**16, width=16)
+QUICK = Signals(time=2**14, width=8)
 INTERPRETED = Signals(time=2**11, width=4)  # the Triton interpreter: ~1.4 s per 1M elements
 
 
@@ -156,15 +157,23 @@ def kernel_backends(device: str) -> list[str]:
     return [b for b in wanted if b in available] + ["reference"]
 
 
+# A pseudo-backend: the float64 result rounded to the dtype, i.e. what a correctly rounded
+# kernel would return. Its error is the dtype's own rounding floor for this op and input.
+FLOOR = "rounded f64"
+
+
 def measure(case: Case, backend: str, dtype: torch.dtype, device: str, sizes: Signals):
     generator = torch.Generator().manual_seed(sum(map(ord, case.name)))
     exact = case.inputs(sizes, generator)
     rounded = [t.to(dtype) for t in exact]
-    with fastact.use_backend(backend), torch.no_grad():
-        out = case.call(*[t.to(device) for t in rounded])
     with torch.no_grad():
         expected = case.reference(*[t.double() for t in rounded])
-    outputs, references = case.signals(out), case.signals(expected)
+    references = case.signals(expected)
+    if backend == FLOOR:
+        outputs = {name: signal.to(dtype) for name, signal in references.items()}
+    else:
+        with fastact.use_backend(backend), torch.no_grad():
+            outputs = case.signals(case.call(*[t.to(device) for t in rounded]))
     for name in outputs:
         if outputs[name].dtype != dtype:
             raise AssertionError(f"{case.name}[{backend}]: output {name} is {outputs[name].dtype}, "
@@ -176,6 +185,7 @@ def measure(case: Case, backend: str, dtype: torch.dtype, device: str, sizes: Si
 def run(folder: Path, quick: bool, device: str) -> PartResult:
     result = PartResult("fidelity", "2. Kernel fidelity (error spectrum vs the float64 reference)")
     backends = kernel_backends(device)
+    fast = QUICK if quick else FAST
     all_cases = cases()
     present = [c for c in all_cases if hasattr(fastact, c.needs)]
     missing = sorted({c.needs for c in all_cases if not hasattr(fastact, c.needs)})
@@ -185,11 +195,12 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
         f"Backends: {', '.join(backends)} on `{device}`"
         + (" (triton through the interpreter: "
            f"{INTERPRETED.time} time samples x {INTERPRETED.width} lanes; others "
-           f"{FAST.time} x {FAST.width})" if device == "cpu" and "triton" in backends else
-           f" ({FAST.time} time samples x {FAST.width} lanes)")
+           f"{fast.time} x {fast.width})" if device == "cpu" and "triton" in backends else
+           f" ({fast.time} time samples x {fast.width} lanes)")
         + ". Goals per band: " + ", ".join(f"{d} <= {g:g} dB" for d, g in GOALS_DB.items())
         + " (kernel backends; `reference` computes in the input dtype and is shown as a control"
-        " without a goal). 'exact' = no error at all.")
+        f" without a goal; `{FLOOR}` is the float64 result rounded to the dtype, the best any "
+        "kernel can do). 'exact' = no error at all.")
     if missing:
         result.notes.append(f"Not in this build, not measured: {', '.join(missing)}.")
     if uncovered:
@@ -205,27 +216,31 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
     records, flagged = [], []
     for case in present:
         for dtype_name, dtype in DTYPES.items():
-            for backend in backends:
-                sizes = INTERPRETED if (backend == "triton" and device == "cpu") else FAST
+            for backend in backends + [FLOOR]:
+                sizes = INTERPRETED if (backend == "triton" and device == "cpu") else fast
                 for output, bands in measure(case, backend, dtype, device, sizes).items():
                     worst_band = max(bands, key=bands.get)
+                    if bands[worst_band] == -math.inf:
+                        worst_band = None  # exact in every band
                     linear = sum(10 ** (db / 10) for db in bands.values() if db > -math.inf)
                     total = 10 * math.log10(linear) if linear > 0 else -math.inf
-                    goal = GOALS_DB.get(dtype_name) if backend != "reference" else None
+                    goal = GOALS_DB.get(dtype_name) if backend not in ("reference", FLOOR) else None
                     over = [b for b, db in bands.items() if goal is not None and db > goal]
-                    status = ("control" if backend == "reference" else
+                    status = ("floor" if backend == FLOOR else "control" if backend == "reference" else
                               "—" if goal is None else ("FLAG: " + ", ".join(over) if over else "ok"))
                     if over:
                         flagged.append(f"{case.name}/{output} {dtype_name} [{backend}]: "
                                        + ", ".join(f"{b} {bands[b]:.1f} dB" for b in over))
                     top = list(bands)[-1]
                     table.add(case.name, output, dtype_name, backend, bands["dc"], worst_band,
-                              bands[worst_band], bands[top], total, goal, status)
+                              bands[worst_band] if worst_band else -math.inf, bands[top], total,
+                              goal, status)
                     records.append({"op": case.name, "registered_op": case.registered,
                                     "output": output, "dtype": dtype_name, "backend": backend,
                                     "time_samples": sizes.time, "bands_db": bands,
                                     "total_db": total, "goal_db": goal, "over_goal": over})
     result.tables.append(table)
+    result.tables.append(compact(records, [b for b in backends if b != "reference"] + [FLOOR]))
     kernel_rows = [r for r in records if r["goal_db"] is not None]
     result.claims.append(Claim(
         "fastact", "Every kernel is spectrally faithful: its error sits at or below the dtype's "
@@ -241,13 +256,33 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
     return result
 
 
+def compact(records: list[dict], kernels: list[str]) -> Table:
+    """The worst band per op output and dtype, one cell per dtype listing the kernel backends."""
+    table = Table(f"Worst band (dB) of each kernel's error, per dtype ({' / '.join(kernels)}); "
+                  "goal in brackets; * = above goal",
+                  ["op", "output"] + [f"{d} [{GOALS_DB.get(d, '—')}]" for d in DTYPES])
+    for op, output in dict.fromkeys((r["op"], r["output"]) for r in records):
+        cells = []
+        for dtype in DTYPES:
+            values = []
+            for backend in kernels:
+                row = next(r for r in records if (r["op"], r["output"], r["dtype"], r["backend"])
+                           == (op, output, dtype, backend))
+                worst = max(row["bands_db"].values())
+                values.append(("exact" if worst == -math.inf else f"{worst:.1f}")
+                              + ("*" if row["over_goal"] else ""))
+            cells.append(" / ".join(values))
+        table.add(op, output, *cells)
+    return table
+
+
 def plot(folder: Path, records: list[dict], result: PartResult) -> None:
     ops = list(dict.fromkeys((r["op"], r["output"]) for r in records))
     columns = min(3, len(ops))
     rows = math.ceil(len(ops) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.2 * rows), squeeze=False)
     colours = {"float32": "C0", "float16": "C1", "bfloat16": "C2", "float64": "C3"}
-    styles = {"cpu": "-", "cuda": "-", "triton": "--", "reference": ":"}
+    styles = {"cpu": "-", "cuda": "-", "triton": "--", "reference": ":", FLOOR: "-."}
     floor = -360.0  # where 'exact' (-inf) is drawn
     for ax, (op, output) in zip(axes.flat, ops):
         for r in (r for r in records if r["op"] == op and r["output"] == output):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import fastact
@@ -163,12 +164,11 @@ def plot_signatures(folder: Path, records: list[dict], result: PartResult) -> No
         for (amplitude, offset), colour in [((1.0, 0.0), "C0"), ((1.0, 1.0), "C1")]:
             row = next(r for r in records if r["activation"] == name
                        and r["amplitude"] == amplitude and r["offset"] == offset)
-            k = torch.arange(13)
-            shift = -0.15 if colour == "C0" else 0.15
-            heights = torch.tensor(row["harmonics"][:13]).clamp_min(1e-12)
-            ax.bar(k + shift, heights, width=0.3, color=colour, label=f"A={amplitude:g}, b={offset:g}")
+            k = np.arange(13) + (-0.15 if colour == "C0" else 0.15)
+            heights = np.maximum(row["harmonics"][:13], 1e-12)
+            ax.bar(k, heights, width=0.3, color=colour, label=f"A={amplitude:g}, b={offset:g}")
             if row["analytic"]:
-                ax.plot(k + shift, torch.tensor(row["analytic"][:13]).clamp_min(1e-12), "kx", ms=4)
+                ax.plot(k, np.maximum(row["analytic"][:13], 1e-12), "kx", ms=4)
         ax.set_yscale("log")
         ax.set_ylim(1e-6, 3)
         ax.set_title(name, fontsize=8)
@@ -217,7 +217,8 @@ def taylor(folder: Path, result: PartResult) -> None:
                                  (model - relu, "Taylor - relu", ":")]:
         amplitude = torch.fft.rfft(signal).abs() * 2 / y.numel()
         amplitude[0] /= 2
-        right.semilogy(frequencies, amplitude.clamp_min(1e-6), style, label=label, lw=1)
+        right.semilogy(frequencies.numpy(), amplitude.clamp_min(1e-6).numpy(), style,
+                       label=label, lw=1)
     right.set_ylim(1e-4, 2)
     right.set_xlim(-2, 150)
     right.set_xlabel("Hz")
