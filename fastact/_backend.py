@@ -7,16 +7,16 @@ A backend is a family of kernels for every op:
                TRITON_INTERPRET=1 was set before fastact was imported)
   "reference"  fastact.reference, pure PyTorch (any device)
 
-The selection is process-wide (like torch.backends flags): `use_backend(name)` as a context
-manager, else the environment variable FASTACT_BACKEND read at import, else "auto": CPU
+The selection is per thread (like torch.autocast): `use_backend(name)` as a context manager,
+else the environment variable FASTACT_BACKEND read at import, else "auto": CPU
 tensors go to "cpu" ("reference" if the extension is not built), CUDA tensors to the faster
 of "cuda" and "triton" for the op (CUDA_AUTO below).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
+import threading
 
 import torch
 
@@ -32,7 +32,16 @@ CUDA_AUTO = {
     "hat": "cuda",
 }
 
-_stack: list[str] = []
+# Each thread's stack of use_backend names (torch.compile guards on it like on any global).
+_local = threading.local()
+
+
+def _stack() -> list[str]:
+    try:
+        return _local.stack
+    except AttributeError:
+        _local.stack = []
+        return _local.stack
 
 
 def _validated(name: str, source: str) -> str:
@@ -49,18 +58,26 @@ _default = _validated(os.environ.get("FASTACT_BACKEND", AUTO) or AUTO, "FASTACT_
 
 def current_backend() -> str:
     """The backend name in force: "auto" or one of BACKENDS."""
-    return _stack[-1] if _stack else _default
+    stack = _stack()
+    return stack[-1] if stack else _default
 
 
-@contextlib.contextmanager
-def use_backend(name: str):
-    """Run the ops inside the `with` block on backend `name` ("auto", "cpu", "cuda",
-    "triton" or "reference"). Process-wide, not per thread; nests."""
-    _stack.append(_validated(name, "use_backend"))
-    try:
-        yield
-    finally:
-        _stack.pop()
+class use_backend:
+    """Context manager: run the ops inside the `with` block on backend `name` ("auto",
+    "cpu", "cuda", "triton" or "reference"), in this thread; nests. (A plain class rather
+    than @contextmanager: entering costs ~1 us instead of ~8.)"""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = _validated(name, "use_backend")
+
+    def __enter__(self) -> "use_backend":
+        _stack().append(self.name)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        _stack().pop()
 
 
 def _serves(backend: str, device: torch.device) -> bool:

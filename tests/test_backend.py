@@ -121,3 +121,25 @@ def test_missing_extension_falls_back_to_reference_with_one_warning():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_use_backend_is_per_thread():
+    import threading
+
+    seen = {}
+    entered = threading.Event()
+    release = threading.Event()
+
+    def other_thread():
+        with fastact.use_backend("reference"):
+            entered.set()
+            release.wait(10)
+            seen["other"] = _backend.current_backend()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    entered.wait(10)
+    seen["main"] = _backend.current_backend()
+    release.set()
+    thread.join()
+    assert seen == {"main": "auto", "other": "reference"}

@@ -15,6 +15,7 @@ from fastact_testing import (
     assert_close_to,
     float64_reference,
     interpreted,
+    without_interpreter_blind_spots,
 )
 
 import fastact
@@ -82,6 +83,19 @@ def test_kinks_and_special_values(backend, device, dtype):
     expected = torch.minimum(exact, 2 - exact).clamp(min=0)  # NaN stays NaN, +-inf give 0
     assert_close_to(y.cpu(), expected, EXACT, "hat at special values")
     assert x.grad.tolist() == [stated_gradient(v) for v in exact.tolist()]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
+def test_every_16_bit_pattern(backend, device, dtype):
+    """All 65536 values of the 16-bit types: the kernels' conversions to and from float32
+    (exact here: hat of a 16-bit value is a 16-bit value)."""
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype).to(device)
+    x = without_interpreter_blind_spots(x, backend, device)
+    y = run_hat(backend, x)
+    expected = fastact.reference.hat(x.double()).to(dtype)
+    assert torch.equal(y.view(torch.int16), expected.view(torch.int16)) or torch.equal(
+        y.double().nan_to_num(9), expected.double().nan_to_num(9))
 
 
 @pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)

@@ -4,7 +4,10 @@
 #include "cpu/storage.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
 #pragma GCC target("avx2,fma,f16c")
+// GCC does not define __F16C__ for a target pragma: say it for the kernels.
+#define FASTACT_ISA_HAS_F16C 1
 #endif
 
 #define FASTACT_ISA avx2

@@ -3,11 +3,15 @@ flat-memory layout helpers, and the compile specs `make check-cuda` compiles ahe
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass, field
 
 import torch
 import triton
 import triton.language as tl
+
+from fastact.triton import INTERPRET
 
 # Memory-bound elementwise kernels: 2048 elements per program, 8 warps, so each thread
 # moves 8 elements — two 128-bit accesses per tensor in float32, one in 16-bit types.
@@ -36,6 +40,17 @@ def in_layout_of(like: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def elementwise_grid(n: int):
     return (triton.cdiv(n, ELEMENTWISE_BLOCK),)
+
+
+# The Triton interpreter patches module state while it runs a kernel, so two threads
+# interpreting at once break each other; compiled launches need no lock.
+_interpreter_lock = threading.Lock() if INTERPRET else contextlib.nullcontext()
+
+
+def launch(kernel, grid, *args, **kwargs) -> None:
+    """kernel[grid](*args, **kwargs), one interpreted launch at a time."""
+    with _interpreter_lock:
+        kernel[grid](*args, **kwargs)
 
 
 @dataclass(frozen=True)

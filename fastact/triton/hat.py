@@ -14,6 +14,7 @@ from fastact.triton._common import (
     elementwise_grid,
     elementwise_specs,
     in_layout_of,
+    launch,
 )
 
 
@@ -56,8 +57,8 @@ def hat(x: Tensor) -> Tensor:
     y = torch.empty_like(x)
     n = y.numel()
     if n:
-        _hat_forward_kernel[elementwise_grid(n)](
-            in_layout_of(y, x), y, n,
+        launch(
+            _hat_forward_kernel, elementwise_grid(n), in_layout_of(y, x), y, n,
             BLOCK=ELEMENTWISE_BLOCK, ACC=compute_dtype(x.dtype), num_warps=ELEMENTWISE_WARPS,
         )
     return y
@@ -68,7 +69,8 @@ def hat_backward_op(grad_out: Tensor, x: Tensor) -> Tensor:
     out = torch.empty_like(x)
     n = out.numel()
     if n:
-        _hat_backward_kernel[elementwise_grid(n)](
+        launch(
+            _hat_backward_kernel, elementwise_grid(n),
             in_layout_of(out, grad_out), in_layout_of(out, x), out, n,
             BLOCK=ELEMENTWISE_BLOCK, ACC=compute_dtype(x.dtype), num_warps=ELEMENTWISE_WARPS,
         )
