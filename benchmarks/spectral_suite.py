@@ -56,7 +56,8 @@ def run(out: Path, quick: bool, device: str, parts: list[str] | None = None) -> 
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print(f"\nspectral suite ({'quick' if quick else 'full'}) on {device}: fastact "
-          f"{fastact.__version__}, backends {fastact.available_backends()}, torch {torch.__version__}")
+          f"{fastact.__version__}, backends {fastact.available_backends()}, "
+          f"torch {torch.__version__}")
     results = []
     for key in parts or list(PARTS):
         module = PARTS[key]

@@ -2,7 +2,7 @@
 
     fastact.spectral.harmonics(torch.relu, amplitude=2.0)       # DC and harmonics, measured
     fastact.spectral.relu_harmonics(2.0, 16)                    # ReLU's, analytic
-    fastact.spectral.spectral_error(kernel_out, reference_out)  # {"dc": dB, "1": dB, "2-3": dB, ...}
+    fastact.spectral.spectral_error(kernel_out, reference_out)  # {"dc": dB, "1": dB, ...}
     fastact.spectral.relu_taylor(y, terms=50)                   # the Taylor model of ReLU
 
 A memoryless activation f fed one tone x(t) = offset + A cos t gives a periodic, even output:
@@ -122,7 +122,8 @@ def relu_harmonics(amplitude: float, num_harmonics: int, *, offset: float = 0.0)
     float64, scaled as `harmonics` ([|c_0|, |c_1|, ..., |c_K|]).
 
     offset = 0, the half-wave rectified cosine (Kechris et al., arXiv 2407.16556):
-        relu(A cos t) = |A|/pi + (|A|/2) cos t + (2|A|/pi) sum_{k>=1} (-1)^(k+1) cos(2k t) / (4k^2 - 1),
+        relu(A cos t) = |A|/pi + (|A|/2) cos t
+                        + (2|A|/pi) sum_{k>=1} (-1)^(k+1) cos(2k t) / (4k^2 - 1),
     so DC = |A|/pi, the fundamental |A|/2 and only even harmonics after it.
     Any offset b (a clipped cosine, positive for |t| < phi with cos(phi) = -b/|A| clamped to
     [-1, 1]); with a = |A|:

@@ -178,7 +178,8 @@ def test_spectral_error_adds_the_energies_of_batched_signals():
 
 def test_spectral_error_bands_and_exact_output():
     for n, labels in [(1, ["dc"]), (2, ["dc", "1"]), (16, ["dc", "1", "2-3", "4-7", "8"]),
-                      (17, ["dc", "1", "2-3", "4-7", "8"]), (20, ["dc", "1", "2-3", "4-7", "8-10"])]:
+                      (17, ["dc", "1", "2-3", "4-7", "8"]),
+                      (20, ["dc", "1", "2-3", "4-7", "8-10"])]:
         reference = torch.rand(n, dtype=torch.float64) + 0.5
         bands = spectral.spectral_error(reference, reference)
         assert list(bands) == labels

@@ -41,7 +41,8 @@ def test_fidelity_part_covers_every_op_dtype_and_backend(tmp_path):
     backends = set(fidelity.kernel_backends("cpu")) | {fidelity.FLOOR}
     measured = {(r["op"], r["output"]) for r in rows}
     for op, output in measured:
-        combos = {(r["dtype"], r["backend"]) for r in rows if (r["op"], r["output"]) == (op, output)}
+        combos = {(r["dtype"], r["backend"]) for r in rows
+                  if (r["op"], r["output"]) == (op, output)}
         assert combos == {(d, b) for d in fidelity.DTYPES for b in backends}, op
     # The goals are achievable: a correctly rounded result meets them in every band.
     for r in rows:

@@ -14,7 +14,8 @@ from torch import nn
 
 import fastact
 
-from .common import Claim, PartResult, Table, plt, save_figure, seed_everything, write_json
+from .common import (Claim, OneDimensionalGmP, PartResult, Table, plt, save_figure,
+                     seed_everything, write_json)
 
 FREQUENCIES = [1, 2, 4, 8, 16]
 POINTS = 256
@@ -61,8 +62,12 @@ def variants() -> dict[str, callable]:
     if hasattr(fastact.nn, "DCTActivation"):
         built["DCT (ENN), identity init"] = plain(lambda: fastact.nn.DCTActivation(HIDDEN))
     if hasattr(fastact.nn, "GeometricReLU"):
-        built["GmP"] = lambda: nn.Sequential(fastact.nn.GeometricReLU(1, HIDDEN),
-                                             nn.Linear(HIDDEN, 1))
+        # The ReLU network's default init, converted exactly (see OneDimensionalGmP).
+        def gmp():
+            relu = built["ReLU"]()
+            return nn.Sequential(OneDimensionalGmP(relu[0]), relu[2])
+
+        built["GmP (from the ReLU init)"] = gmp
     return built
 
 
@@ -108,7 +113,9 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
         f"seeds {seeds}; relative error |DFT_k(f - f_net)| / |DFT_k(f)| every {EVERY} steps. "
         "Default init = PyTorch's nn.Linear init; 'hats tile [0,1]' = first layer w = 255, "
         "b_i = 1 - i (Hong et al.'s finite-element set-up); 'knots tiled' gives ReLU the same "
-        "first layer (a control). Hat/DCT/GmP units are fastact's modules.")
+        "first layer (a control). Hat/DCT/GmP units are fastact's modules; GmP is the ReLU "
+        "network's init converted exactly, units r relu(+-x + lambda) with the sign fixed "
+        "(Chen & Ge's 1-D unit; GeometricReLU(2, H) on [x, 0], theta frozen).")
     runs = {name: [train(build, seed, steps, device) for seed in seeds]
             for name, build in variants().items()}
     missing = [m for m, present in [("DCT", hasattr(fastact.nn, "DCTActivation")),

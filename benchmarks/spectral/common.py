@@ -64,7 +64,8 @@ class Claim:
     evidence: str
 
     def verdict(self) -> str:
-        return {True: "reproduced", False: "NOT reproduced", None: "partly / untested"}[self.reproduced]
+        verdicts = {True: "reproduced", False: "NOT reproduced", None: "partly / untested"}
+        return verdicts[self.reproduced]
 
 
 @dataclass
@@ -151,3 +152,29 @@ def single_thread(device: str):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+class OneDimensionalGmP(torch.nn.Module):
+    """A GmP layer for 1-D inputs, converted exactly from `linear` (nn.Linear(1, H) + ReLU).
+
+    In 1-D a unit's direction is a sign: Chen & Ge's code uses r relu(s x + lambda) with
+    s = sign(w) fixed (stop_gradient), r = |w|, lambda = b / |w|. fastact.nn.GeometricReLU
+    needs a direction in R^n, n >= 2, so this is GeometricReLU(2, H) fed [x, 0], converted from
+    the weights [w, 0] (theta = 0 or pi) with theta frozen: the same unit, on fastact's kernels.
+    """
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        import fastact
+
+        padded = torch.nn.Linear(2, linear.out_features, device=linear.weight.device,
+                                 dtype=linear.weight.dtype)
+        with torch.no_grad():
+            padded.weight.zero_()
+            padded.weight[:, :1].copy_(linear.weight)
+            padded.bias.copy_(linear.bias)
+        self.layer = fastact.nn.GeometricReLU.from_linear(padded)
+        self.layer.theta.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(torch.cat([x, torch.zeros_like(x)], dim=-1))

@@ -153,7 +153,8 @@ def plot(folder: Path, runs: dict, epochs: int, result: PartResult) -> None:
             axes[0].semilogy(epoch_axis, r["loss"], color=colour, lw=1, label=label)
             axes[1].plot(epoch_axis, [d[0] for d in r["distance"]], color=colour, lw=1, label=label)
             axes[2].plot(epoch_axis, [d[1] for d in r["distance"]], color=colour, lw=1, label=label)
-    for ax, title in zip(axes, ["training loss", "||W1 - W1_0|| (conv 1)", "||W2 - W2_0|| (conv 2)"]):
+    titles = ["training loss", "||W1 - W1_0|| (conv 1)", "||W2 - W2_0|| (conv 2)"]
+    for ax, title in zip(axes, titles):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
     axes[0].legend(fontsize=7)

@@ -148,8 +148,10 @@ def plot(folder: Path, models: dict, activations: list[str], result: PartResult)
                 decision = (model(flat.to(device)).squeeze(1) > 0).float().cpu().view(201, 201)
             truth = labels(task, flat).view(201, 201)
             ax = axes[i][j]
-            ax.imshow(decision.numpy(), extent=(-1, 1, -1, 1), origin="lower", cmap="Blues", alpha=0.8)
-            ax.contour(xx.numpy(), yy.numpy(), truth.numpy(), levels=[0.5], colors="r", linewidths=0.7)
+            ax.imshow(decision.numpy(), extent=(-1, 1, -1, 1), origin="lower", cmap="Blues",
+                      alpha=0.8)
+            ax.contour(xx.numpy(), yy.numpy(), truth.numpy(), levels=[0.5], colors="r",
+                       linewidths=0.7)
             ax.set_title(f"{task}, {activation}, H={width}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])

@@ -226,8 +226,11 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
                     total = 10 * math.log10(linear) if linear > 0 else -math.inf
                     goal = GOALS_DB.get(dtype_name) if backend not in ("reference", FLOOR) else None
                     over = [b for b, db in bands.items() if goal is not None and db > goal]
-                    status = ("floor" if backend == FLOOR else "control" if backend == "reference" else
-                              "—" if goal is None else ("FLAG: " + ", ".join(over) if over else "ok"))
+                    if backend in (FLOOR, "reference"):
+                        status = "floor" if backend == FLOOR else "control"
+                    else:
+                        status = "—" if goal is None else ("FLAG: " + ", ".join(over) if over
+                                                           else "ok")
                     if over:
                         flagged.append(f"{case.name}/{output} {dtype_name} [{backend}]: "
                                        + ", ".join(f"{b} {bands[b]:.1f} dB" for b in over))

@@ -111,7 +111,8 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
             measured = spectral.harmonics(fn, amplitude, offset, NUM_HARMONICS)
             exact = analytic(amplitude, offset) if analytic else None
             error = (measured - exact).abs().max().item() if exact is not None else None
-            ref = spectral.harmonics(reference, amplitude, offset, NUM_HARMONICS) if reference else None
+            ref = (spectral.harmonics(reference, amplitude, offset, NUM_HARMONICS)
+                   if reference else None)
             ref_error = (measured - ref).abs().max().item() if ref is not None else None
             table.add(name, amplitude, offset, *measured[:SHOWN].tolist(), error, ref_error)
             records.append({"activation": name, "amplitude": amplitude, "offset": offset,
@@ -181,7 +182,8 @@ def plot_signatures(folder: Path, records: list[dict], result: PartResult) -> No
 def taylor(folder: Path, result: PartResult) -> None:
     y, fs = four_tones()
     relu = torch.relu(y)
-    table = Table("Taylor model of ReLU vs exact ReLU on the 4-tone signal (5/10/20/40 Hz, fs 1024, 8 s)",
+    table = Table("Taylor model of ReLU vs exact ReLU on the 4-tone signal (5/10/20/40 Hz, "
+                  "fs 1024, 8 s)",
                   ["terms", "rel. L2 error", "paper's %RRMSE", "max |error|", "DC error",
                    "worst band (dB)"])
     errors = []
