@@ -31,4 +31,24 @@ TORCH_LIBRARY(fastact, m) {
   // Hat (fastact/hat.py).
   m.def("hat(Tensor x) -> Tensor", tags);
   m.def("hat_backward(Tensor grad_out, Tensor x) -> Tensor", tags);
+
+  // GmP (fastact/geometric.py). The layer ops take the unit directions u; the mask they return
+  // is what their backward needs (one bit per output).
+  m.def("spherical_to_cartesian(Tensor theta) -> Tensor", tags);
+  m.def("spherical_to_cartesian_backward(Tensor grad_u, Tensor theta) -> Tensor", tags);
+  m.def("cartesian_to_spherical(Tensor w) -> (Tensor, Tensor)", tags);
+  m.def("cartesian_to_spherical_backward(Tensor? grad_radius, Tensor? grad_theta, Tensor w) -> Tensor",
+        tags);
+  m.def("geometric_relu_linear(Tensor x, Tensor u, Tensor radius, Tensor? bias) -> (Tensor, Tensor)",
+        tags);
+  m.def("geometric_relu_linear_backward(Tensor grad_z, Tensor mask, Tensor x, Tensor u, "
+        "Tensor radius, Tensor? bias, bool x_needs_grad) -> (Tensor, Tensor, Tensor, Tensor)",
+        tags);
+  m.def("geometric_relu_conv2d(Tensor x, Tensor u, Tensor radius, Tensor? bias, int[2] stride, "
+        "int[2] padding, int[2] dilation, int groups) -> (Tensor, Tensor)",
+        tags);
+  m.def("geometric_relu_conv2d_backward(Tensor grad_z, Tensor mask, Tensor x, Tensor u, "
+        "Tensor radius, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
+        "int groups, bool x_needs_grad) -> (Tensor, Tensor, Tensor, Tensor)",
+        tags);
 }

@@ -13,6 +13,12 @@ from fastact import _extension  # noqa: F401  (loads fastact._C, or warns once)
 from fastact._backend import available_backends, use_backend
 from fastact import reference
 from fastact.hat import hat
+from fastact.geometric import (
+    cartesian_to_spherical,
+    geometric_relu,
+    geometric_relu_conv2d,
+    spherical_to_cartesian,
+)
 from fastact import nn
 from fastact import spectral
 
@@ -22,6 +28,10 @@ __all__ = [
     "use_backend",
     "reference",
     "hat",
+    "spherical_to_cartesian",
+    "cartesian_to_spherical",
+    "geometric_relu",
+    "geometric_relu_conv2d",
     "nn",
     "spectral",
 ]

@@ -30,6 +30,12 @@ AUTO = "auto"
 # memory-bound there; the CUDA kernels skip Triton's launch overhead on small tensors.
 CUDA_AUTO = {
     "hat": "cuda",
+    # GmP: not yet measured on a GPU. The CUDA kernels scan rows with warp shuffles and skip
+    # Triton's launch overhead; both backends use cuBLAS/cuDNN for the matmul.
+    "spherical_to_cartesian": "cuda",
+    "cartesian_to_spherical": "cuda",
+    "geometric_relu": "cuda",
+    "geometric_relu_conv2d": "cuda",
 }
 
 # Each thread's stack of use_backend names (torch.compile guards on it like on any global).

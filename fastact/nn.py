@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor, nn
 
+from fastact import _backend, _checks, geometric
 from fastact.hat import hat
 
-__all__ = ["Hat"]
+__all__ = ["Hat", "InputMeanNorm", "GeometricReLU", "GeometricReLUConv2d"]
 
 
 class Hat(nn.Module):
@@ -17,3 +21,260 @@ class Hat(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return hat(x)
+
+
+def _running_mean_update(x: Tensor, running_mean: Tensor, momentum: float, training: bool,
+                         channel_dim: int) -> Tensor:
+    """The mean per channel of x: the batch mean in training (differentiable, as in BatchNorm;
+    the running mean moves towards it by `momentum`), the running mean in eval."""
+    if not training:
+        return running_mean
+    dims = [d for d in range(x.dim()) if d != channel_dim % x.dim()]
+    mean = x.mean(dim=dims)
+    with torch.no_grad():
+        running_mean.lerp_(mean.detach().to(running_mean.dtype), momentum)
+    return mean
+
+
+def _check_momentum(momentum) -> float:
+    if not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"fastact.nn: momentum must be a number in [0, 1], got {momentum!r}")
+    return float(momentum)
+
+
+class InputMeanNorm(nn.Module):
+    """Input mean normalisation (IMN, Chen & Ge 2024): mean-only batch normalisation,
+    y = x - mu with mu the mean per feature over every other dimension (batch mean in training,
+    with gradients through it, and a running mean with `momentum` in eval).
+
+    Shape: any, with `num_features` along `channel_dim`. GeometricReLU and GeometricReLUConv2d
+    take `input_mean_norm=True` instead, which folds the mean into their bias.
+    """
+
+    def __init__(self, num_features: int, momentum: float = 0.1, channel_dim: int = 1,
+                 device=None, dtype=None):
+        super().__init__()
+        self.num_features = num_features
+        self.momentum = _check_momentum(momentum)
+        self.channel_dim = channel_dim
+        self.register_buffer("running_mean", torch.zeros(num_features, device=device, dtype=dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 0 or x.shape[self.channel_dim] != self.num_features:
+            raise ValueError(f"fastact.nn.InputMeanNorm: expected {self.num_features} features along "
+                             f"dim {self.channel_dim}, got input of shape {tuple(x.shape)}")
+        mean = _running_mean_update(x, self.running_mean, self.momentum, self.training,
+                                    self.channel_dim)
+        shape = [1] * x.dim()
+        shape[self.channel_dim] = self.num_features
+        return x - mean.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, momentum={self.momentum}, channel_dim={self.channel_dim}"
+
+
+def _init_from_weight(module: nn.Module, weight: Tensor) -> None:
+    """theta and radius from `weight` [out, fan_in] through the exact inverse map, computed in at
+    least float32 (so that 16-bit modules get correctly rounded angles)."""
+    compute = torch.promote_types(weight.dtype, torch.float32)
+    with torch.no_grad():
+        radius, theta = geometric.cartesian_to_spherical(weight.to(compute))
+        module.theta.copy_(theta)
+        module.radius.copy_(radius)
+
+
+def _bias_from(bias: Tensor, radius: Tensor, what: str) -> Tensor:
+    """bias / radius per unit (the GmP bias lambda = b / |w|). A unit with w = 0 is relu(b):
+    exact as radius 0 only when b <= 0."""
+    zero = radius == 0
+    if bool((zero & (bias > 0)).any()):
+        rows = torch.nonzero(zero & (bias > 0)).flatten().tolist()
+        raise ValueError(f"fastact.nn: {what} units {rows[:10]} have zero weights and a positive "
+                         "bias (a constant relu(b) > 0), which a GmP unit cannot represent")
+    return torch.where(zero, 0, bias / torch.where(zero, 1, radius))
+
+
+class GeometricReLU(nn.Module):
+    """A linear layer followed by ReLU in geometric parameterisation (GmP, Chen & Ge 2024):
+    z = radius * relu(x @ u(theta).T + bias), u(theta) = spherical_to_cartesian(theta).
+
+    Parameters: `theta` [out, in-1], `radius` [out], `bias` [out] (None when bias=False), and with
+    input_mean_norm=True a `running_mean` buffer [in]: the input mean (batch mean in training,
+    running mean with momentum 0.1 in eval) is subtracted, folded into the bias so that x - mu is
+    never formed. Initialised from nn.Linear's Kaiming-uniform weights through the exact inverse
+    map, bias 0. `weight` is the effective radius[:, None] * u (read-only);
+    `GeometricReLU.from_linear(linear)` converts nn.Linear + ReLU exactly.
+
+    Shape: [..., in] -> [..., out].
+    """
+
+    momentum = 0.1
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 input_mean_norm: bool = False, device=None, dtype=None):
+        super().__init__()
+        if in_features < 2 or out_features < 1:
+            raise ValueError("fastact.nn.GeometricReLU: needs in_features >= 2 (a direction in R^n, "
+                             f"n >= 2) and out_features >= 1, got {in_features}, {out_features}")
+        factory = {"device": device, "dtype": dtype}
+        self.in_features = in_features
+        self.out_features = out_features
+        self.input_mean_norm = input_mean_norm
+        self.theta = nn.Parameter(torch.empty(out_features, in_features - 1, **factory))
+        self.radius = nn.Parameter(torch.empty(out_features, **factory))
+        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        self.register_buffer("running_mean",
+                             torch.zeros(in_features, **factory) if input_mean_norm else None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        weight = torch.empty(self.out_features, self.in_features, device=self.theta.device,
+                             dtype=torch.promote_types(self.theta.dtype, torch.float32))
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # nn.Linear's default
+        _init_from_weight(self, weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        if self.running_mean is not None:
+            self.running_mean.zero_()
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, input_mean_norm: bool = False) -> "GeometricReLU":
+        """The GmP layer computing relu(linear(x)): radius = |w|, u = w / |w|, bias = b / |w|."""
+        weight = linear.weight.detach()
+        module = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                     input_mean_norm=input_mean_norm, device=weight.device, dtype=weight.dtype)
+        _init_from_weight(module, weight)
+        if linear.bias is not None:
+            with torch.no_grad():
+                module.bias.copy_(_bias_from(linear.bias.detach(), module.radius, "from_linear"))
+        return module
+
+    @property
+    def weight(self) -> Tensor:
+        """The effective weight radius[:, None] * u(theta), [out, in] (computed; read-only)."""
+        return self.radius.unsqueeze(1) * geometric.spherical_to_cartesian(self.theta)
+
+    def forward(self, x: Tensor) -> Tensor:
+        op = "GeometricReLU"
+        _checks.float_tensor(op, "x", x)
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"fastact.nn.{op}: expected input [..., {self.in_features}], got "
+                             f"shape {tuple(x.shape)}")
+        geometric._check_parameters(op, x, self.theta, self.radius, self.bias, self.in_features)
+        mean = None
+        if self.input_mean_norm:
+            mean = _running_mean_update(x, self.running_mean, self.momentum, self.training, -1)
+        backend = _backend.select("geometric_relu", x.device)
+        return geometric._geometric_relu(backend, x, self.theta, self.radius, self.bias, mean)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, input_mean_norm={self.input_mean_norm}")
+
+
+class GeometricReLUConv2d(nn.Module):
+    """nn.Conv2d followed by ReLU in geometric parameterisation: z = radius * relu(conv2d(x, U)
+    + bias) with the filters U = spherical_to_cartesian(theta).view(out, in/groups, kh, kw).
+
+    Parameters: `theta` [out, in/groups*kh*kw - 1], `radius` [out], `bias` [out] (None when
+    bias=False), and with input_mean_norm=True a `running_mean` buffer [in] (the per-channel input
+    mean, folded into the bias; exact at zero-padded borders too). Initialised from nn.Conv2d's
+    Kaiming-uniform weights, bias 0. `weight` is radius * U, [out, in/groups, kh, kw] (read-only).
+    Zero padding only; padding may be "valid" or "same" (stride 1, odd dilated kernel).
+
+    Shape: [N, in, H, W] or [in, H, W] -> [N, out, Ho, Wo] or [out, Ho, Wo].
+    """
+
+    momentum = 0.1
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, input_mean_norm: bool = False,
+                 device=None, dtype=None):
+        super().__init__()
+        op = "nn.GeometricReLUConv2d"
+        self.kernel_size = geometric._pair(op, "kernel_size", kernel_size, 1)
+        self.stride = geometric._pair(op, "stride", stride, 1)
+        self.dilation = geometric._pair(op, "dilation", dilation, 1)
+        self.padding = geometric.conv2d_padding(op, padding, self.kernel_size, self.stride,
+                                                self.dilation)
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"fastact.{op}: in_channels ({in_channels}) and out_channels "
+                             f"({out_channels}) must be divisible by groups ({groups})")
+        fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        if fan_in < 2:
+            raise ValueError(f"fastact.{op}: the fan-in in_channels/groups*kh*kw must be >= 2 (a "
+                             f"direction in R^n, n >= 2), got {fan_in}")
+        factory = {"device": device, "dtype": dtype}
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.groups = groups
+        self.input_mean_norm = input_mean_norm
+        self.theta = nn.Parameter(torch.empty(out_channels, fan_in - 1, **factory))
+        self.radius = nn.Parameter(torch.empty(out_channels, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.register_buffer("running_mean",
+                             torch.zeros(in_channels, **factory) if input_mean_norm else None)
+        self.reset_parameters()
+
+    def _filter_shape(self):
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    def reset_parameters(self) -> None:
+        weight = torch.empty(self._filter_shape(), device=self.theta.device,
+                             dtype=torch.promote_types(self.theta.dtype, torch.float32))
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # nn.Conv2d's default
+        _init_from_weight(self, weight.view(self.out_channels, -1))
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        if self.running_mean is not None:
+            self.running_mean.zero_()
+
+    @classmethod
+    def from_conv2d(cls, conv: nn.Conv2d, input_mean_norm: bool = False) -> "GeometricReLUConv2d":
+        """The GmP layer computing relu(conv(x)) (zero padding): radius = |w|, U = w / |w|,
+        bias = b / |w| per output channel."""
+        if conv.padding_mode != "zeros":
+            raise ValueError("fastact.nn.GeometricReLUConv2d.from_conv2d: only padding_mode='zeros' "
+                             f"is supported, got {conv.padding_mode!r}")
+        weight = conv.weight.detach()
+        module = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                     conv.padding, conv.dilation, conv.groups, bias=conv.bias is not None,
+                     input_mean_norm=input_mean_norm, device=weight.device, dtype=weight.dtype)
+        _init_from_weight(module, weight.reshape(conv.out_channels, -1))
+        if conv.bias is not None:
+            with torch.no_grad():
+                module.bias.copy_(_bias_from(conv.bias.detach(), module.radius, "from_conv2d"))
+        return module
+
+    @property
+    def weight(self) -> Tensor:
+        """The effective filters radius * U, [out, in/groups, kh, kw] (computed; read-only)."""
+        u = geometric.spherical_to_cartesian(self.theta).view(self._filter_shape())
+        return self.radius.view(-1, 1, 1, 1) * u
+
+    def forward(self, x: Tensor) -> Tensor:
+        op = "GeometricReLUConv2d"
+        _checks.float_tensor(op, "x", x)
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
+            raise ValueError(f"fastact.nn.{op}: expected input [N, {self.in_channels}, H, W] or "
+                             f"[{self.in_channels}, H, W], got shape {tuple(x.shape)}")
+        geometric._check_parameters(op, x, self.theta, self.radius, self.bias,
+                                    self.theta.shape[1] + 1)
+        mean = None
+        if self.input_mean_norm:
+            mean = _running_mean_update(x, self.running_mean, self.momentum, self.training, -3)
+        backend = _backend.select("geometric_relu_conv2d", x.device)
+        return geometric._geometric_relu_conv2d(backend, x, self.theta, self.radius, self.bias,
+                                                self.kernel_size, self.stride, self.padding,
+                                                self.dilation, self.groups, mean)
+
+    def extra_repr(self) -> str:
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}")
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + f", bias={self.bias is not None}, input_mean_norm={self.input_mean_norm}"

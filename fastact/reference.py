@@ -7,7 +7,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["hat"]
+__all__ = [
+    "hat",
+    "spherical_to_cartesian",
+    "cartesian_to_spherical",
+    "geometric_relu",
+    "geometric_relu_conv2d",
+]
 
 
 def hat(x: Tensor) -> Tensor:
@@ -17,3 +23,47 @@ def hat(x: Tensor) -> Tensor:
     passes through."""
     x = x.clamp(-1.0, 3.0)
     return torch.relu(x) - 2 * torch.relu(x - 1) + torch.relu(x - 2)
+
+
+def spherical_to_cartesian(theta: Tensor) -> Tensor:
+    """u_1 = cos th_1, u_i = (prod_{j<i} sin th_j) cos th_i, u_n = prod_{j<n} sin th_j: the
+    cumulative product of [1, sin th_1, ..., sin th_{n-1}] times [cos th_1, ..., cos th_{n-1}, 1].
+    (torch's cumprod backward is exact where a sine is 0.)"""
+    ones = theta.new_ones((*theta.shape[:-1], 1))
+    prefix = torch.cumprod(torch.cat([ones, torch.sin(theta)], dim=-1), dim=-1)
+    return prefix * torch.cat([torch.cos(theta), ones], dim=-1)
+
+
+def _sqrt_with_zero_gradient_at_zero(t: Tensor) -> Tensor:
+    positive = t > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, t, 1)), 0)
+
+
+def cartesian_to_spherical(w: Tensor) -> tuple[Tensor, Tensor]:
+    """radius = |w|, theta_k = atan2(|w_{k+1:}|, w_k) and the last angle atan2(w_n, w_{n-1}),
+    which keeps the sign of w_n; an angle whose coordinates are all zero is 0. Where the map is
+    not differentiable (those zeros) the gradient terms are 0."""
+    tail = _sqrt_with_zero_gradient_at_zero((w * w).flip(-1).cumsum(-1).flip(-1))  # |w_{k:}|
+    y = torch.cat([tail[..., 1:-1], w[..., -1:]], dim=-1)
+    x = w[..., :-1]
+    undefined = (x == 0) & (y == 0)
+    theta = torch.where(undefined, 0, torch.atan2(torch.where(undefined, 1, y),
+                                                  torch.where(undefined, 1, x)))
+    return tail[..., 0], theta
+
+
+def geometric_relu(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None = None) -> Tensor:
+    """radius * relu(x @ u.T + bias) with u = spherical_to_cartesian(theta)."""
+    u = spherical_to_cartesian(theta)
+    return radius * torch.relu(torch.nn.functional.linear(x, u, bias))
+
+
+def geometric_relu_conv2d(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None = None, *,
+                          kernel_size, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:
+    """radius * relu(conv2d(x, U) + bias), U = spherical_to_cartesian(theta).view(out, in/groups,
+    kh, kw)."""
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    out = theta.shape[0]
+    u = spherical_to_cartesian(theta).view(out, -1, kh, kw)
+    pre = torch.nn.functional.conv2d(x, u, bias, stride, padding, dilation, groups)
+    return radius.view(-1, 1, 1) * torch.relu(pre)

@@ -1,0 +1,200 @@
+// sin and cos in double precision on several lanes at once (GCC vector extensions, lowered to
+// the instruction set of the including translation unit), or on one double. glibc's sin and
+// cos are scalar calls without -ffast-math. Cody-Waite reduction by pi/2 in three parts and the
+// Cephes minimax polynomials on [-pi/4, pi/4]: within 2 ulp of the true values for
+// |x| <= kSincosReducibleLimit; callers send larger or non-finite arguments to libm.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "fastact/common.h"
+
+namespace fastact::cpu {
+
+// R doubles side by side: a vector of R lanes, or a plain double for R = 1. (Spelled out per
+// R: GCC drops a vector_size that depends on a template parameter.)
+template <int R>
+struct Lanes;
+template <>
+struct Lanes<1> {
+  using Value = double;
+  using Bits = int64_t;
+};
+template <>
+struct Lanes<4> {
+  using Value = double __attribute__((vector_size(32)));
+  using Bits = int64_t __attribute__((vector_size(32)));
+};
+
+template <typename V>
+FASTACT_HOST_DEVICE double lane(const V& v, int r) {
+  if constexpr (sizeof(V) == sizeof(double)) {
+    return v;
+  } else {
+    return v[r];
+  }
+}
+
+template <typename V>
+FASTACT_HOST_DEVICE void set_lane(V& v, int r, double value) {
+  if constexpr (sizeof(V) == sizeof(double)) {
+    v = value;
+  } else {
+    v[r] = value;
+  }
+}
+
+// j * kPio2Part1 and j * kPio2Part2 are exact below this bound (33-bit parts, |j| < 2^20).
+constexpr double kSincosReducibleLimit = 0x1p19;
+
+template <typename V>
+struct SinCos {
+  V sin;
+  V cos;
+};
+
+// sin x and cos x from sin y, cos y of x = y + q pi/2 (q mod 4 in the low bits of `quadrant`):
+// sin x = (sin y, cos y, -sin y, -cos y)[q], cos x = (cos y, -sin y, -cos y, sin y)[q]; a swap on
+// bit 0, then sign flips: sin's on bit 1 of q, cos's on bit 1 of q + 1.
+template <int R>
+FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> in_quadrant(typename Lanes<R>::Value sin_y,
+                                                                 typename Lanes<R>::Value cos_y,
+                                                                 typename Lanes<R>::Bits quadrant) {
+  using V = typename Lanes<R>::Value;
+  using Bits = typename Lanes<R>::Bits;
+  const auto swap = (quadrant & 1) != 0;
+  V sin_x = swap ? cos_y : sin_y;
+  V cos_x = swap ? sin_y : cos_y;
+  Bits sin_bits, cos_bits;
+  std::memcpy(&sin_bits, &sin_x, sizeof(sin_bits));
+  std::memcpy(&cos_bits, &cos_x, sizeof(cos_bits));
+  sin_bits ^= (quadrant & 2) << 62;
+  cos_bits ^= ((quadrant + 1) & 2) << 62;
+  std::memcpy(&sin_x, &sin_bits, sizeof(sin_x));
+  std::memcpy(&cos_x, &cos_bits, sizeof(cos_x));
+  return {sin_x, cos_x};
+}
+
+template <int R>
+FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> sincos_reducible(
+    typename Lanes<R>::Value x) {
+  using V = typename Lanes<R>::Value;
+  using Bits = typename Lanes<R>::Bits;
+  // fdlibm's pi/2 = part1 + part2 + part3, the first two with 33 significant bits.
+  constexpr double kPio2Part1 = 1.57079632673412561417e+00;
+  constexpr double kPio2Part2 = 6.07710050630396597660e-11;
+  constexpr double kPio2Part3 = 2.02226624879595063154e-21;
+  constexpr double kTwoOverPi = 6.36619772367581382433e-01;
+  constexpr double kRoundingShift = 0x1.8p52;  // adding it rounds to an integer (|q| < 2^51)
+
+  const V shifted = x * kTwoOverPi + kRoundingShift;
+  const V j = shifted - kRoundingShift;
+  Bits bits;
+  std::memcpy(&bits, &shifted, sizeof(bits));
+  const Bits quadrant = bits & 3;  // j mod 4: the low bits of the shifted significand
+
+  // x - j pi/2: the first two steps are exact (Sterbenz), the third adds the tail.
+  const V y = ((x - j * kPio2Part1) - j * kPio2Part2) - j * kPio2Part3;
+  const V z = y * y;
+  const V sin_y =
+      y + y * z *
+              (((((1.58962301576546568060e-10 * z - 2.50507477628578072866e-8) * z +
+                  2.75573136213857245213e-6) * z - 1.98412698295895385996e-4) * z +
+                8.33333333332211858878e-3) * z - 1.66666666666666307295e-1);
+  const V cos_y =
+      1.0 - 0.5 * z +
+      z * z *
+          (((((-1.13585365213876817300e-11 * z + 2.08757008419747316778e-9) * z -
+              2.75573141792967388112e-7) * z + 2.48015872888517045348e-5) * z -
+            1.38888888888730564116e-3) * z + 4.16666666666665929218e-2);
+  return in_quadrant<R>(sin_y, cos_y, quadrant);
+}
+
+// Lanes outside the polynomial's range: |x| > kSincosReducibleLimit, NaN, inf. Accumulated
+// over a row, which is then redone with libm (sincos_libm) in the rare case it is non-zero.
+template <int R>
+FASTACT_HOST_DEVICE typename Lanes<R>::Bits unreducible(typename Lanes<R>::Value x) {
+  // On the bits: |x| as an integer exceeds the limit's bits for larger |x|, inf and NaN.
+  constexpr int64_t kLimitBits = 0x4120000000000000;  // 0x1p19
+  static_assert(kSincosReducibleLimit == 0x1p19);
+  typename Lanes<R>::Bits bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return typename Lanes<R>::Bits((bits & 0x7FFFFFFFFFFFFFFF) > kLimitBits);
+}
+
+template <int R>
+FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> sincos_libm(typename Lanes<R>::Value x) {
+  SinCos<typename Lanes<R>::Value> result;
+  for (int r = 0; r < R; ++r) {
+    set_lane(result.sin, r, std::sin(lane(x, r)));
+    set_lane(result.cos, r, std::cos(lane(x, r)));
+  }
+  return result;
+}
+
+// ---- 8 float angles (float32, float16, bfloat16 inputs) ----------------------------------
+// Computed in float, 8 lanes, but accurate enough for a float64 prefix product over thousands
+// of factors: the factor cos y (|y| <= pi/4) is carried as 1 - versine(y), with the versine
+// accurate to float rounding *relative to itself*, so that a factor close to 1 (a unit
+// initialised near the equator, the common case) is exact to ~1e-7 of its distance from 1.
+// Factors further from 1 make the product decay, which bounds how much their float rounding
+// accumulates. |u| - 1 stays at float32 rounding at n = 4608 (tests/test_geometric.py).
+using Float8 = float __attribute__((vector_size(32)));
+using Float4 = float __attribute__((vector_size(16)));
+using Int8 = int32_t __attribute__((vector_size(32)));
+using Int4 = int32_t __attribute__((vector_size(16)));
+
+// j * 1.5703125f (8 bits) and j * 4.837512969970703125e-4f (11 bits) are exact for |j| < 2^13.
+constexpr float kSincosFloatReducibleLimit = 0x1p12f;
+
+struct SinCosFloat8 {
+  Lanes<4>::Value sin[2];
+  Lanes<4>::Value cos[2];
+};
+
+// The two halves of 8 lanes, widened to 64 bits.
+FASTACT_HOST_DEVICE void widen(Float8 v, Lanes<4>::Value* halves) {
+  using Double8 = double __attribute__((vector_size(64)));
+  const Double8 wide = __builtin_convertvector(v, Double8);
+  std::memcpy(halves, &wide, sizeof(wide));
+}
+
+FASTACT_HOST_DEVICE void widen(Int8 v, Lanes<4>::Bits* halves) {
+  using Long8 = int64_t __attribute__((vector_size(64)));
+  const Long8 wide = __builtin_convertvector(v, Long8);
+  std::memcpy(halves, &wide, sizeof(wide));
+}
+
+FASTACT_HOST_DEVICE Int8 unreducible_float8(Float8 x) {
+  constexpr int32_t kLimitBits = 0x45800000;  // 0x1p12f
+  static_assert(kSincosFloatReducibleLimit == 0x1p12f);
+  Int8 bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return Int8((bits & 0x7FFFFFFF) > kLimitBits);
+}
+
+FASTACT_HOST_DEVICE SinCosFloat8 sincos_float8(Float8 x) {
+  const Float8 shifted = x * 0.636619772367581343f + 0x1.8p23f;
+  const Float8 j = shifted - 0x1.8p23f;
+  Int8 bits;
+  std::memcpy(&bits, &shifted, sizeof(bits));
+  const Int8 quadrant = bits & 3;
+  const Float8 y = ((x - j * 1.5703125f) - j * 4.837512969970703125e-4f) - j * 7.54978995489188216e-8f;
+  const Float8 z = y * y;
+  // Cephes sinf and cosf on [-pi/4, pi/4]; cos y = 1 - versine.
+  const Float8 sin_y = y + y * z * ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f);
+  const Float8 versine_y =
+      0.5f * z - z * z * ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f);
+  Lanes<4>::Value sines[2], versines[2];
+  Lanes<4>::Bits quadrants[2];
+  widen(sin_y, sines);
+  widen(versine_y, versines);
+  widen(quadrant, quadrants);
+  const SinCos<Lanes<4>::Value> low = in_quadrant<4>(sines[0], 1.0 - versines[0], quadrants[0]);
+  const SinCos<Lanes<4>::Value> high = in_quadrant<4>(sines[1], 1.0 - versines[1], quadrants[1]);
+  return {{low.sin, high.sin}, {low.cos, high.cos}};
+}
+
+}  // namespace fastact::cpu

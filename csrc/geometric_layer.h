@@ -1,0 +1,220 @@
+// The GmP layer ops, z = radius * relu(x . u + bias) with the directions u given, composed once
+// for every device: the matmul / convolution on ATen (BLAS, cuBLAS, oneDNN, cuDNN), the
+// elementwise and per-channel work in a device's `Epilogues` (csrc/cpu/geometric.cpp,
+// csrc/cuda/geometric.cu), which provides
+//
+//   static at::Tensor forward(at::Tensor& z, const OutputGeometry&, const at::Tensor& radius,
+//                             const std::optional<at::Tensor>& bias)
+//       z = radius * relu(z + bias) in place; returns the activity mask [rows, words] (int32)
+//   static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor& mask,
+//                                                      const OutputGeometry&)
+//       the masked gradient g' (laid out as grad) and its column sums (float, double for double)
+//   static std::tuple<at::Tensor, at::Tensor> radial(at::Tensor& grad_u, const at::Tensor& u,
+//                                                    const at::Tensor& radius, const at::Tensor& sums,
+//                                                    const OutputGeometry&, const std::optional<at::Tensor>& bias)
+//       grad_u ([channels, fan_in], G' = g'^T x on entry) scaled in place by radius; returns
+//       (grad_radius, grad_bias) (fastact/geometric.h has the formulas)
+//
+// Only the mask is saved for the backward: neither the output nor the pre-activation.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "checks.h"
+
+namespace fastact {
+
+// The layer's output as `rows` samples of `cols` dense values: channel c and position p of a
+// sample are column c * positions + p (NCHW), or p * channels + c when the channels are the
+// fastest dimension (a linear layer, channels_last).
+struct OutputGeometry {
+  int64_t rows;
+  int64_t cols;
+  int64_t channels;
+  int64_t positions;
+  bool channels_fastest;
+
+  int64_t words_per_row() const { return (cols + 31) / 32; }
+  // Strides of column (c, p): S_{c,p} = data[c * stride_channel() + p * stride_position()].
+  int64_t stride_channel() const { return channels_fastest ? 1 : positions; }
+  int64_t stride_position() const { return channels_fastest ? channels : 1; }
+};
+
+inline c10::ScalarType compute_dtype(c10::ScalarType dtype) {
+  return dtype == c10::ScalarType::Double ? c10::ScalarType::Double : c10::ScalarType::Float;
+}
+
+// The memory format the conv op gives its output (and wants its gradient in). The fake kernel
+// in fastact/geometric.py states the same rule.
+inline at::MemoryFormat conv_output_format(const at::Tensor& x) {
+  return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
+
+inline void check_layer_parameters(const char* op, const at::Tensor& x, const at::Tensor& u,
+                                   const at::Tensor& radius,
+                                   const std::optional<at::Tensor>& bias, int64_t out) {
+  check_float_tensor(op, "x", x);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor*>{"u", &u},
+                                {"radius", &radius}}) {
+    TORCH_CHECK_TYPE(t->scalar_type() == x.scalar_type(), "fastact.", op, ": ", name,
+                     " must have x's dtype ", x.scalar_type(), ", got ", t->scalar_type());
+    TORCH_CHECK(t->device() == x.device(), "fastact.", op, ": ", name, " is on ", t->device(),
+                ", x on ", x.device());
+  }
+  TORCH_CHECK(radius.dim() == 1 && radius.size(0) == out, "fastact.", op,
+              ": radius must have shape [", out, "], got ", radius.sizes());
+  if (bias.has_value()) {
+    TORCH_CHECK_TYPE(bias->scalar_type() == x.scalar_type(), "fastact.", op,
+                     ": bias must have x's dtype ", x.scalar_type(), ", got ", bias->scalar_type());
+    TORCH_CHECK(bias->device() == x.device(), "fastact.", op, ": bias is on ", bias->device(),
+                ", x on ", x.device());
+  }
+}
+
+inline void check_mask(const char* op, const at::Tensor& mask, const OutputGeometry& geometry) {
+  TORCH_CHECK(mask.scalar_type() == at::kInt && mask.dim() == 2 &&
+                  mask.size(0) == geometry.rows && mask.size(1) == geometry.words_per_row() &&
+                  mask.is_contiguous(),
+              "fastact.", op, ": mask must be the contiguous int32 [", geometry.rows, ", ",
+              geometry.words_per_row(), "] the forward returned, got ", mask.scalar_type(), " ",
+              mask.sizes());
+}
+
+// ---- linear: x [..., in], u [out, in], radius [out], bias [out] -----------------------------
+
+inline OutputGeometry linear_geometry(const char* op, const at::Tensor& x, const at::Tensor& u,
+                                      const at::Tensor& radius,
+                                      const std::optional<at::Tensor>& bias) {
+  TORCH_CHECK(u.dim() == 2, "fastact.", op, ": u must be 2-D [out, in], got ", u.sizes());
+  check_layer_parameters(op, x, u, radius, bias, u.size(0));
+  TORCH_CHECK(x.dim() >= 1 && x.size(-1) == u.size(1), "fastact.", op, ": x must be [..., ",
+              u.size(1), "] for u of shape ", u.sizes(), ", got ", x.sizes());
+  TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->size(0) == u.size(0)), "fastact.",
+              op, ": bias must have shape [", u.size(0), "], got ", bias->sizes());
+  const int64_t rows = u.size(1) == 0 ? 0 : x.numel() / u.size(1);
+  return {rows, u.size(0), u.size(0), 1, true};
+}
+
+template <typename Epilogues>
+std::tuple<at::Tensor, at::Tensor> linear_forward(const at::Tensor& x, const at::Tensor& u,
+                                                  const at::Tensor& radius,
+                                                  const std::optional<at::Tensor>& bias) {
+  const OutputGeometry geometry = linear_geometry("geometric_relu_linear", x, u, radius, bias);
+  at::Tensor z = at::mm(x.reshape({geometry.rows, u.size(1)}), u.t());
+  at::Tensor mask = Epilogues::forward(z, geometry, radius, bias);
+  std::vector<int64_t> shape = x.sizes().vec();
+  shape.back() = u.size(0);
+  return {z.view(shape), mask};
+}
+
+// (grad_x, grad_u, grad_radius, grad_bias); grad_x is empty unless x_needs_grad, grad_bias is
+// [out] also without bias.
+template <typename Epilogues>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_backward(
+    const at::Tensor& grad_z, const at::Tensor& mask, const at::Tensor& x, const at::Tensor& u,
+    const at::Tensor& radius, const std::optional<at::Tensor>& bias, bool x_needs_grad) {
+  const char* op = "geometric_relu_linear_backward";
+  const OutputGeometry geometry = linear_geometry(op, x, u, radius, bias);
+  check_mask(op, mask, geometry);
+  TORCH_CHECK(grad_z.scalar_type() == x.scalar_type() && grad_z.device() == x.device() &&
+                  grad_z.numel() == geometry.rows * geometry.cols &&
+                  grad_z.size(-1) == geometry.cols,
+              "fastact.", op, ": grad_z must be a ", x.scalar_type(), " [..., ", geometry.cols,
+              "] tensor matching the output, got ", grad_z.scalar_type(), " ", grad_z.sizes());
+  const at::Tensor x2 = x.reshape({geometry.rows, u.size(1)});
+  const at::Tensor grad = grad_z.reshape({geometry.rows, geometry.cols}).contiguous();
+  auto [grad_masked, sums] = Epilogues::backward(grad, mask, geometry);
+  // dL/dx = (radius * g') u = g' (radius u): scaling the small matrix, not the gradient.
+  at::Tensor grad_x = x_needs_grad ? at::mm(grad_masked, u * radius.unsqueeze(1)).view(x.sizes())
+                                   : at::empty({0}, x.options());
+  at::Tensor grad_u = at::mm(grad_masked.t(), x2);
+  auto [grad_radius, grad_bias] =
+      Epilogues::radial(grad_u, u.contiguous(), radius, sums, geometry, bias);
+  return {grad_x, grad_u, grad_radius, grad_bias};
+}
+
+// ---- conv2d: x [N, C_in, H, W], u [out, C_in / groups, kh, kw], bias [out] or [out, Ho, Wo] --
+
+inline void check_conv_arguments(const char* op, const at::Tensor& x, const at::Tensor& u,
+                                 const at::Tensor& radius, const std::optional<at::Tensor>& bias,
+                                 at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, int64_t groups) {
+  TORCH_CHECK(u.dim() == 4, "fastact.", op, ": u must be 4-D [out, in/groups, kh, kw], got ",
+              u.sizes());
+  check_layer_parameters(op, x, u, radius, bias, u.size(0));
+  TORCH_CHECK(x.dim() == 4, "fastact.", op, ": x must be 4-D [N, C, H, W], got ", x.sizes());
+  TORCH_CHECK(stride.size() == 2 && padding.size() == 2 && dilation.size() == 2, "fastact.", op,
+              ": stride, padding and dilation must have 2 values");
+  TORCH_CHECK(groups >= 1 && x.size(1) == u.size(1) * groups && u.size(0) % groups == 0,
+              "fastact.", op, ": x has ", x.size(1), " channels; expected u.size(1) * groups = ",
+              u.size(1), " * ", groups, " and out channels divisible by groups");
+}
+
+inline OutputGeometry conv_geometry(const char* op, const at::Tensor& z,
+                                    const std::optional<at::Tensor>& bias) {
+  const int64_t channels = z.size(1);
+  const int64_t positions = z.size(2) * z.size(3);
+  TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->size(0) == channels) ||
+                  (bias->dim() == 3 && bias->size(0) == channels && bias->size(1) == z.size(2) &&
+                   bias->size(2) == z.size(3)),
+              "fastact.", op, ": bias must have shape [", channels, "] or [", channels, ", ",
+              z.size(2), ", ", z.size(3), "], got ", bias->sizes());
+  // z is contiguous (NCHW) or channels_last (NHWC in memory); where both hold (one channel or
+  // one position) the two column orders coincide.
+  return {z.size(0), channels * positions, channels, positions, !z.is_contiguous()};
+}
+
+template <typename Epilogues>
+std::tuple<at::Tensor, at::Tensor> conv2d_forward(const at::Tensor& x, const at::Tensor& u,
+                                                  const at::Tensor& radius,
+                                                  const std::optional<at::Tensor>& bias,
+                                                  at::IntArrayRef stride, at::IntArrayRef padding,
+                                                  at::IntArrayRef dilation, int64_t groups) {
+  const char* op = "geometric_relu_conv2d";
+  check_conv_arguments(op, x, u, radius, bias, stride, padding, dilation, groups);
+  at::Tensor z = at::conv2d(x, u, {}, stride, padding, dilation, groups)
+                     .contiguous(conv_output_format(x));
+  const OutputGeometry geometry = conv_geometry(op, z, bias);
+  at::Tensor mask = Epilogues::forward(z, geometry, radius, bias);
+  return {z, mask};
+}
+
+template <typename Epilogues>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
+    const at::Tensor& grad_z, const at::Tensor& mask, const at::Tensor& x, const at::Tensor& u,
+    const at::Tensor& radius, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool x_needs_grad) {
+  const char* op = "geometric_relu_conv2d_backward";
+  check_conv_arguments(op, x, u, radius, bias, stride, padding, dilation, groups);
+  TORCH_CHECK(grad_z.scalar_type() == x.scalar_type() && grad_z.device() == x.device() &&
+                  grad_z.dim() == 4 && grad_z.size(0) == x.size(0) && grad_z.size(1) == u.size(0),
+              "fastact.", op, ": grad_z must be a ", x.scalar_type(), " [", x.size(0), ", ",
+              u.size(0), ", Ho, Wo] tensor matching the output, got ", grad_z.scalar_type(), " ",
+              grad_z.sizes());
+  const at::Tensor grad = grad_z.contiguous(conv_output_format(x));
+  const OutputGeometry geometry = conv_geometry(op, grad, bias);
+  check_mask(op, mask, geometry);
+  auto [grad_masked, sums] = Epilogues::backward(grad, mask, geometry);
+  // The weight gradient does not read the weight: pass radius * u for the input gradient.
+  const at::Tensor weight = x_needs_grad ? u * radius.view({-1, 1, 1, 1}) : u;
+  auto [grad_x, grad_weight, unused_bias] = at::convolution_backward(
+      grad_masked, x, weight, std::nullopt, stride, padding, dilation, /*transposed=*/false,
+      /*output_padding=*/{0, 0}, groups, {x_needs_grad, true, false});
+  if (!x_needs_grad) grad_x = at::empty({0}, x.options());
+  at::Tensor grad_u = grad_weight.contiguous();
+  const at::Tensor flat_u = u.contiguous().view({u.size(0), -1});
+  at::Tensor flat_grad_u = grad_u.view({u.size(0), -1});
+  auto [grad_radius, grad_bias] =
+      Epilogues::radial(flat_grad_u, flat_u, radius, sums, geometry, bias);
+  if (bias.has_value()) grad_bias = grad_bias.view(bias->sizes());
+  return {grad_x, grad_u, grad_radius, grad_bias};
+}
+
+}  // namespace fastact

@@ -1,0 +1,103 @@
+// Geometric parameterisation (GmP) of ReLU units (Chen & Ge, arXiv 2305.15912):
+//   z = radius * relu(u(theta) . x + bias),
+// u(theta) on the unit sphere in hyperspherical coordinates. The formulas shared by the CPU and
+// CUDA kernels; the kernels supply the loops (scans along a row, maps over a layer's output).
+//
+// Indices are 0-based: theta has n - 1 angles, u has n coordinates, s_k = sin(theta_k),
+// c_k = cos(theta_k), and P_k = prod_{j<k} s_j (P_0 = 1).
+#pragma once
+
+#include <math.h>
+
+#include "fastact/common.h"
+
+namespace fastact {
+
+// ---- spherical_to_cartesian ----------------------------------------------------------------
+// u_k = P_k * c_k for k < n - 1 and u_{n-1} = P_{n-1}: the last coordinate has cosine factor 1.
+template <typename T>
+FASTACT_HOST_DEVICE T spherical_cosine_factor(T c, bool last) {
+  return last ? T(1) : c;
+}
+
+// Backward, with g = dL/du: the reverse scan S_{n-1} = g_{n-1}, S_k = g_k c'_k + s_k S_{k+1}
+// (c'_k the cosine factor above), then dL/dtheta_k = P_k (c_k S_{k+1} - g_k s_k). Products and
+// sums only, never a division, so an angle with s_j = 0 gives every later angle an exact zero
+// gradient. The kernels scan S from the right and P from the left, so the gradient is split
+// into the factor known in the reverse scan and the prefix product applied after.
+template <typename T>
+FASTACT_HOST_DEVICE T spherical_suffix_step(T g, T cosine_factor, T s, T suffix_next) {
+  return g * cosine_factor + s * suffix_next;
+}
+
+template <typename T>
+FASTACT_HOST_DEVICE T spherical_angle_grad_factor(T c, T s, T g, T suffix_next) {
+  return c * suffix_next - g * s;
+}
+
+// ---- cartesian_to_spherical ----------------------------------------------------------------
+// With t_k = ||w_{k:}|| (t_0 = radius): theta_k = atan2(t_{k+1}, w_k) in [0, pi] for k < n - 2,
+// and the last angle theta_{n-2} = atan2(w_{n-1}, w_{n-2}) in (-pi, pi], which keeps the sign of
+// w_{n-1}. Convention where the angle is not unique: an angle whose coordinates are all zero
+// (t_k = 0, i.e. both atan2 arguments 0) is 0. Then radius * spherical_to_cartesian(theta)
+// gives w back for every w (a zero row: radius 0, all angles 0).
+template <typename T>
+FASTACT_HOST_DEVICE T cartesian_angle(T y, T x) {
+  return (x == T(0) && y == T(0)) ? T(0) : atan2(y, x);
+}
+
+// Backward, with G_k = dL/dtheta_k and G_r = dL/dradius (0 < k < n - 2 below):
+//   dtheta_k/dw_k = -t_{k+1} / t_k^2,   dtheta_k/dw_j = w_k w_j / (t_k^2 t_{k+1}) for j > k,
+//   dtheta_{n-2}/dw_{n-2} = -w_{n-1} / t_{n-2}^2,   dtheta_{n-2}/dw_{n-1} = w_{n-2} / t_{n-2}^2,
+//   dradius/dw_j = w_j / radius.
+// So dL/dw_j = w_j (G_r / radius + H_j) + D_j with the prefix sum H_j = sum_{k<j, k<n-2} h_k,
+// h_k = G_k w_k / (t_k^2 t_{k+1}), and the diagonal term D_j. The map is not differentiable
+// where a denominator is zero (the angles are not unique there); those terms are 0, which keeps
+// every gradient finite.
+template <typename T>
+FASTACT_HOST_DEVICE T cartesian_prefix_term(T grad_angle, T w, T tail, T tail_next) {
+  return tail_next > T(0) ? grad_angle * w / (tail * tail * tail_next) : T(0);
+}
+
+// D_k for k < n - 2.
+template <typename T>
+FASTACT_HOST_DEVICE T cartesian_diagonal_term(T grad_angle, T tail, T tail_next) {
+  return tail > T(0) ? -grad_angle * tail_next / (tail * tail) : T(0);
+}
+
+// D_{n-2} (other = w_{n-1}, sign -1) and D_{n-1} (other = w_{n-2}, sign +1): the last angle's
+// atan2 derivatives, with squared_norm = w_{n-2}^2 + w_{n-1}^2.
+template <typename T>
+FASTACT_HOST_DEVICE T cartesian_last_angle_term(T grad_angle, T other, T squared_norm) {
+  return squared_norm > T(0) ? grad_angle * other / squared_norm : T(0);
+}
+
+template <typename T>
+FASTACT_HOST_DEVICE T cartesian_radius_factor(T grad_radius, T radius) {
+  return radius > T(0) ? grad_radius / radius : T(0);
+}
+
+// ---- the layer: z = radius * relu(pre + bias), pre = x . u ---------------------------------
+// relu as torch.relu: NaN passes through; the unit is active where pre + bias > 0 (relu'(0) = 0).
+template <typename T>
+FASTACT_HOST_DEVICE T geometric_relu_output(T radius, T pre_with_bias) {
+  return radius * (pre_with_bias <= T(0) ? T(0) : pre_with_bias);
+}
+
+template <typename T>
+FASTACT_HOST_DEVICE bool geometric_relu_active(T pre_with_bias) {
+  return pre_with_bias > T(0);
+}
+
+// Backward. The forward saves only the activity mask m (one bit per output). With the masked
+// gradient g' = m * dL/dz (a select, as relu's backward, so NaN/inf gradients of inactive units
+// give 0) and G' = g'^T x (the matmul):
+//   dL/dpre = radius * g',  dL/du_c = radius_c * G'_c,  dL/dbias_c = radius_c * sum g'_c,
+//   dL/dradius_c = sum g'_c (pre + bias)_c = G'_c . u_c + bias_c * sum g'_c,
+// the last because pre is linear in u: division-free and exact for every radius, 0 included.
+template <typename T>
+FASTACT_HOST_DEVICE T geometric_relu_masked_grad(T grad, bool active) {
+  return active ? grad : T(0);
+}
+
+}  // namespace fastact

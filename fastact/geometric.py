@@ -1,0 +1,345 @@
+"""Geometric parameterisation (GmP) of ReLU units (Chen & Ge, arXiv 2305.15912):
+z = radius * relu(u(theta) . x + bias), with u(theta) on the unit sphere in hyperspherical
+coordinates.
+
+The ops are `fastact::<op>` (C++, csrc/) and `fastact_triton::<op>` (fastact/triton/geometric.py):
+  spherical_to_cartesian(theta) -> u          and its backward
+  cartesian_to_spherical(w) -> (radius, theta) and its backward
+  geometric_relu_linear(x, u, radius, bias) -> (z, mask)       and its backward
+  geometric_relu_conv2d(x, u, radius, bias, ...) -> (z, mask)  and its backward
+The layer ops take the directions u (so that a module computes them once, also for the input
+mean fold) and return the activity mask, one bit per output, which is all their backward saves
+besides x and u. This module checks arguments, picks the backend, and registers the fake kernels
+and autograd of both namespaces; the backward ops are not differentiable again.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from fastact import _backend, _checks, _extension, reference
+from fastact import triton as _triton
+
+if _triton.AVAILABLE:
+    from fastact.triton import geometric as _triton_geometric  # noqa: F401  (defines the ops)
+
+__all__ = [
+    "spherical_to_cartesian",
+    "cartesian_to_spherical",
+    "geometric_relu",
+    "geometric_relu_conv2d",
+]
+
+
+def _ops(backend: str):
+    return torch.ops.fastact_triton if backend == "triton" else torch.ops.fastact
+
+
+def spherical_to_cartesian(theta: Tensor) -> Tensor:
+    """Unit vectors from hyperspherical angles: theta [..., n-1] -> u [..., n] with
+    u_1 = cos th_1, u_i = (prod_{j<i} sin th_j) cos th_i, u_n = prod_{j<n} sin th_j.
+
+    The kernels scan each row with products in float64 (|u| = 1 to float32 rounding for rows of
+    thousands of angles); the backward is the division-free reverse scan, exact where some
+    sin th_j = 0 (later angles get gradient 0). Returns a new contiguous tensor of theta's dtype.
+    """
+    _checks.float_tensor("spherical_to_cartesian", "theta", theta)
+    if theta.dim() == 0:
+        raise ValueError("fastact.spherical_to_cartesian: theta must have at least one dimension "
+                         "(the n-1 angles of each row), got a 0-d tensor")
+    backend = _backend.select("spherical_to_cartesian", theta.device)
+    if backend == "reference":
+        return reference.spherical_to_cartesian(theta)
+    return _ops(backend).spherical_to_cartesian(theta)
+
+
+def cartesian_to_spherical(w: Tensor) -> tuple[Tensor, Tensor]:
+    """The exact inverse of spherical_to_cartesian: w [..., n] -> (radius [...], theta [..., n-1])
+    with radius * spherical_to_cartesian(theta) == w to rounding, for every w (n >= 2).
+
+    radius = |w|; theta_k = atan2(|w_{k+1:}|, w_k) in [0, pi]; the last angle
+    atan2(w_n, w_{n-1}) in (-pi, pi] keeps the sign of w_n. Where an angle is not unique (its
+    coordinates w_{k:} are all zero: a zero row, trailing zeros) it is 0. Differentiable; where
+    the map is not (those same points) the undefined terms of the gradient are 0.
+    """
+    _checks.float_tensor("cartesian_to_spherical", "w", w)
+    if w.dim() == 0 or w.shape[-1] < 2:
+        raise ValueError("fastact.cartesian_to_spherical: w must have at least 2 coordinates in "
+                         f"its last dimension, got shape {tuple(w.shape)}")
+    backend = _backend.select("cartesian_to_spherical", w.device)
+    if backend == "reference":
+        return reference.cartesian_to_spherical(w)
+    return _ops(backend).cartesian_to_spherical(w)
+
+
+def _check_parameters(op: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
+                      fan_in: int) -> None:
+    """theta [out, fan_in - 1], radius [out], bias None or [out], all of x's dtype and device."""
+    for name, value in (("x", x), ("theta", theta), ("radius", radius), ("bias", bias)):
+        if value is not None or name != "bias":
+            _checks.float_tensor(op, name, value)
+    for name, value in (("theta", theta), ("radius", radius), ("bias", bias)):
+        if value is not None and value.dtype != x.dtype:
+            raise TypeError(f"fastact.{op}: {name} must have x's dtype {x.dtype}, got {value.dtype}")
+    _checks.same_device(op, x=x, theta=theta, radius=radius, bias=bias)
+    if theta.dim() != 2 or theta.shape[1] != fan_in - 1:
+        raise ValueError(f"fastact.{op}: theta must have shape [out, {fan_in - 1}] (one angle fewer "
+                         f"than the fan-in {fan_in}), got {tuple(theta.shape)}")
+    out = theta.shape[0]
+    if radius.shape != (out,):
+        raise ValueError(f"fastact.{op}: radius must have shape [{out}] (one per unit of theta), "
+                         f"got {tuple(radius.shape)}")
+    if bias is not None and bias.shape != (out,):
+        raise ValueError(f"fastact.{op}: bias must have shape [{out}] (one per unit of theta), "
+                         f"got {tuple(bias.shape)}")
+
+
+def geometric_relu(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None = None) -> Tensor:
+    """z = radius * relu(x @ u.T + bias) with u = spherical_to_cartesian(theta).
+
+    x [..., in], theta [out, in-1], radius [out], bias [out] or None -> z [..., out], all of one
+    float dtype. The matmul runs on the platform's BLAS; bias, ReLU and radius are one fused pass
+    over its output, which also writes the activity mask (one bit per output), the only thing
+    saved for the backward besides x and u. The backward is one pass over dL/dz (masked
+    gradient and its column sums), two matmuls and one pass over the [out, in] weight gradient
+    for dL/dradius and dL/dbias: no division, exact for every radius, 0 included.
+    """
+    _checks.float_tensor("geometric_relu", "x", x)
+    if x.dim() == 0:
+        raise ValueError("fastact.geometric_relu: x must have at least one dimension [..., in]")
+    _check_parameters("geometric_relu", x, theta, radius, bias, x.shape[-1])
+    return _geometric_relu(_backend.select("geometric_relu", x.device), x, theta, radius, bias)
+
+
+def _geometric_relu(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
+                    input_mean: Tensor | None = None) -> Tensor:
+    """The layer on `backend`, on x - input_mean when given: folded into the bias,
+    (x - mu) u^T + b = x u^T + (b - u mu), so x - mu is never formed."""
+    if backend == "reference":
+        return reference.geometric_relu(x if input_mean is None else x - input_mean, theta, radius,
+                                        bias)
+    ops = _ops(backend)
+    u = ops.spherical_to_cartesian(theta)
+    if input_mean is not None:
+        folded = -torch.mv(u, input_mean)
+        bias = folded if bias is None else bias + folded
+    return ops.geometric_relu_linear(x, u, radius, bias)[0]
+
+
+def _pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and v >= minimum for v in pair):
+        raise ValueError(f"fastact.{op}: {name} must be an int >= {minimum} or a pair of them, "
+                         f"got {value!r}")
+    return pair
+
+
+def conv2d_padding(op: str, padding, kernel_size, stride, dilation) -> tuple[int, int]:
+    """padding as a pair: ints, or "valid" / "same" (stride 1, odd dilated kernel extent)."""
+    if padding == "valid":
+        return (0, 0)
+    if padding == "same":
+        extents = [d * (k - 1) for k, d in zip(kernel_size, dilation)]
+        if stride != (1, 1) or any(e % 2 for e in extents):
+            raise ValueError(f"fastact.{op}: padding='same' needs stride 1 and an odd dilated "
+                             f"kernel extent (symmetric zero padding), got kernel_size={kernel_size}, "
+                             f"stride={stride}, dilation={dilation}")
+        return (extents[0] // 2, extents[1] // 2)
+    return _pair(op, "padding", padding, 0)
+
+
+def geometric_relu_conv2d(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None = None, *,
+                          kernel_size, stride=1, padding=0, dilation=1, groups: int = 1) -> Tensor:
+    """z = radius * relu(conv2d(x, U) + bias) with the filters
+    U = spherical_to_cartesian(theta).view(out, in/groups, kh, kw).
+
+    x [N, in, H, W] (or unbatched [in, H, W]), theta [out, in/groups*kh*kw - 1], radius [out],
+    bias [out] or None. The convolution runs on ATen (oneDNN / cuDNN), followed by the same fused
+    epilogue as geometric_relu; channels_last inputs give channels_last outputs.
+    """
+    op = "geometric_relu_conv2d"
+    _checks.float_tensor(op, "x", x)
+    kernel_size = _pair(op, "kernel_size", kernel_size, 1)
+    stride = _pair(op, "stride", stride, 1)
+    dilation = _pair(op, "dilation", dilation, 1)
+    padding = conv2d_padding(op, padding, kernel_size, stride, dilation)
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"fastact.{op}: groups must be a positive int, got {groups!r}")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"fastact.{op}: x must be [N, C, H, W] or [C, H, W], got shape "
+                         f"{tuple(x.shape)}")
+    channels = x.shape[-3]
+    if channels % groups:
+        raise ValueError(f"fastact.{op}: x has {channels} channels, not divisible by groups={groups}")
+    _check_parameters(op, x, theta, radius, bias, channels // groups * kernel_size[0] * kernel_size[1])
+    if theta.shape[0] % groups:
+        raise ValueError(f"fastact.{op}: {theta.shape[0]} output channels (rows of theta) are not "
+                         f"divisible by groups={groups}")
+    backend = _backend.select(op, x.device)
+    return _geometric_relu_conv2d(backend, x, theta, radius, bias, kernel_size, stride, padding,
+                                  dilation, groups)
+
+
+def _geometric_relu_conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tensor,
+                           bias: Tensor | None, kernel_size, stride, padding, dilation, groups,
+                           input_mean: Tensor | None = None) -> Tensor:
+    """The conv layer on `backend`, on x - input_mean (per channel) when given, folded into a
+    bias as geometric_relu does; with zero padding the fold is exact at the borders too."""
+    unbatched = x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    if backend == "reference":
+        if input_mean is not None:
+            x = x - input_mean.view(1, -1, 1, 1)
+        z = reference.geometric_relu_conv2d(x, theta, radius, bias, kernel_size=kernel_size,
+                                            stride=stride, padding=padding, dilation=dilation,
+                                            groups=groups)
+    else:
+        ops = _ops(backend)
+        out = theta.shape[0]
+        u = ops.spherical_to_cartesian(theta).view(out, x.shape[1] // groups, *kernel_size)
+        if input_mean is not None:
+            bias = _fold_input_mean(x, u, bias, input_mean, stride, padding, dilation, groups)
+        z = ops.geometric_relu_conv2d(x, u, radius, bias, stride, padding, dilation, groups)[0]
+    return z.squeeze(0) if unbatched else z
+
+
+def _fold_input_mean(x, u, bias, mean, stride, padding, dilation, groups):
+    """The bias that makes conv(x) + bias == conv(x - mean, zero-padded) + bias: bias minus the
+    convolution of the constant image `mean`, zero-padded like x. Without padding that is one
+    value per channel (a kernel-sized image suffices); with padding it varies near the borders,
+    so the bias becomes [out, Ho, Wo] (one image of batch 1, computed once per forward)."""
+    if padding == (0, 0):
+        size = [d * (k - 1) + 1 for k, d in zip(u.shape[2:], dilation)]
+    else:
+        size = list(x.shape[2:])
+    image = mean.view(1, -1, 1, 1).expand(1, mean.shape[0], *size)
+    folded = -torch.nn.functional.conv2d(image, u, None, stride, padding, dilation, groups)[0]
+    if padding == (0, 0):
+        folded = folded.reshape(-1)
+    elif bias is not None:
+        bias = bias.view(-1, 1, 1)
+    return folded if bias is None else bias + folded
+
+
+# ---- fake kernels and autograd, for both namespaces ---------------------------------------------
+
+def _conv2d_output_shape(x, u, stride, padding, dilation):
+    return [x.shape[0], u.shape[0]] + [
+        (size + 2 * p - d * (k - 1) - 1) // s + 1
+        for size, k, s, p, d in zip(x.shape[2:], u.shape[2:], stride, padding, dilation)
+    ]
+
+
+def _conv2d_memory_format(x):
+    """csrc/geometric_layer.h: conv_output_format."""
+    return (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous() else torch.contiguous_format)
+
+
+def _mask_like(x, rows, cols):
+    return x.new_empty((rows, (cols + 31) // 32), dtype=torch.int32)
+
+
+def _double_backward(name):
+    def backward(ctx, *grads):
+        raise RuntimeError(f"fastact.{name}: the backward op is not differentiable (double "
+                           "backward is not supported)")
+    return backward
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*[t if isinstance(t, Tensor) else None for t in inputs])
+
+
+def _register(namespace: str) -> None:
+    ops = getattr(torch.ops, namespace)
+    lib = f"{namespace}::"
+
+    def fake_spherical_to_cartesian(theta):
+        return theta.new_empty((*theta.shape[:-1], theta.shape[-1] + 1))
+
+    def fake_spherical_to_cartesian_backward(grad_u, theta):
+        return theta.new_empty(theta.shape)
+
+    def spherical_to_cartesian_grad(ctx, grad_u):
+        (theta,) = ctx.saved_tensors
+        return ops.spherical_to_cartesian_backward(grad_u, theta)
+
+    def fake_cartesian_to_spherical(w):
+        return w.new_empty(w.shape[:-1]), w.new_empty((*w.shape[:-1], w.shape[-1] - 1))
+
+    def fake_cartesian_to_spherical_backward(grad_radius, grad_theta, w):
+        return w.new_empty(w.shape)
+
+    def cartesian_to_spherical_grad(ctx, grad_radius, grad_theta):
+        (w,) = ctx.saved_tensors
+        return ops.cartesian_to_spherical_backward(grad_radius, grad_theta, w)
+
+    def fake_linear(x, u, radius, bias):
+        rows = math.prod(x.shape[:-1])
+        return x.new_empty((*x.shape[:-1], u.shape[0])), _mask_like(x, rows, u.shape[0])
+
+    def fake_linear_backward(grad_z, mask, x, u, radius, bias, x_needs_grad):
+        grad_x = x.new_empty(x.shape) if x_needs_grad else x.new_empty(0)
+        return grad_x, u.new_empty(u.shape), radius.new_empty(radius.shape), radius.new_empty(radius.shape)
+
+    def save_linear(ctx, inputs, output):
+        x, u, radius, bias = inputs
+        ctx.save_for_backward(x, u, radius, bias, output[1])
+
+    def linear_grad(ctx, grad_z, grad_mask):
+        x, u, radius, bias, mask = ctx.saved_tensors
+        grad_x, grad_u, grad_radius, grad_bias = ops.geometric_relu_linear_backward(
+            grad_z, mask, x, u, radius, bias, ctx.needs_input_grad[0])
+        return (grad_x if ctx.needs_input_grad[0] else None, grad_u, grad_radius,
+                grad_bias if bias is not None else None)
+
+    def fake_conv2d(x, u, radius, bias, stride, padding, dilation, groups):
+        shape = _conv2d_output_shape(x, u, stride, padding, dilation)
+        z = x.new_empty(shape, memory_format=_conv2d_memory_format(x))
+        return z, _mask_like(x, shape[0], shape[1] * shape[2] * shape[3])
+
+    def fake_conv2d_backward(grad_z, mask, x, u, radius, bias, stride, padding, dilation, groups,
+                             x_needs_grad):
+        grad_x = (x.new_empty(x.shape, memory_format=_conv2d_memory_format(x)) if x_needs_grad
+                  else x.new_empty(0))
+        grad_bias = radius.new_empty(radius.shape if bias is None else bias.shape)
+        return grad_x, u.new_empty(u.shape), radius.new_empty(radius.shape), grad_bias
+
+    def save_conv2d(ctx, inputs, output):
+        x, u, radius, bias, ctx.stride, ctx.padding, ctx.dilation, ctx.groups = inputs
+        ctx.save_for_backward(x, u, radius, bias, output[1])
+
+    def conv2d_grad(ctx, grad_z, grad_mask):
+        x, u, radius, bias, mask = ctx.saved_tensors
+        grad_x, grad_u, grad_radius, grad_bias = ops.geometric_relu_conv2d_backward(
+            grad_z, mask, x, u, radius, bias, ctx.stride, ctx.padding, ctx.dilation, ctx.groups,
+            ctx.needs_input_grad[0])
+        return (grad_x if ctx.needs_input_grad[0] else None, grad_u, grad_radius,
+                grad_bias if bias is not None else None, None, None, None, None)
+
+    for name, fake, grad, setup in [
+        ("spherical_to_cartesian", fake_spherical_to_cartesian, spherical_to_cartesian_grad,
+         _save_inputs),
+        ("spherical_to_cartesian_backward", fake_spherical_to_cartesian_backward, None, None),
+        ("cartesian_to_spherical", fake_cartesian_to_spherical, cartesian_to_spherical_grad,
+         _save_inputs),
+        ("cartesian_to_spherical_backward", fake_cartesian_to_spherical_backward, None, None),
+        ("geometric_relu_linear", fake_linear, linear_grad, save_linear),
+        ("geometric_relu_linear_backward", fake_linear_backward, None, None),
+        ("geometric_relu_conv2d", fake_conv2d, conv2d_grad, save_conv2d),
+        ("geometric_relu_conv2d_backward", fake_conv2d_backward, None, None),
+    ]:
+        torch.library.register_fake(lib + name, fake)
+        torch.library.register_autograd(lib + name, grad or _double_backward(name),
+                                        setup_context=setup or (lambda ctx, inputs, output: None))
+
+
+if _extension.loaded():
+    _register("fastact")
+if _triton.AVAILABLE:
+    _register("fastact_triton")
