@@ -174,7 +174,7 @@ def plot(folder: Path, runs: dict, result: PartResult) -> None:
         axes[1][j].plot(grid.squeeze(1).numpy(), truth.squeeze(1).numpy(), "k", lw=1, label="Levy")
         axes[1][j].plot(grid.squeeze(1).numpy(), runs[name][0]["prediction"], "C1", lw=1,
                         label="seed 0")
-        axes[1][j].set_ylim(-0.5, 6)
+        axes[1][j].set_ylim(-0.5, 16)
     axes[0][0].set_ylabel("training MAE (5 seeds)")
     axes[1][0].set_ylabel("fit on the test grid")
     axes[1][0].legend(fontsize=7)
