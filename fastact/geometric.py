@@ -300,12 +300,14 @@ def _register(namespace: str) -> None:
 
     def fake_conv2d(x, u, radius, bias, stride, padding, dilation, groups):
         shape = _conv2d_output_shape(x, u, stride, padding, dilation)
-        z = x.new_empty(shape, memory_format=_conv2d_memory_format(x))
+        z = torch.empty(shape, dtype=x.dtype, device=x.device,
+                        memory_format=_conv2d_memory_format(x))
         return z, _mask_like(x, shape[0], shape[1] * shape[2] * shape[3])
 
     def fake_conv2d_backward(grad_z, mask, x, u, radius, bias, stride, padding, dilation, groups,
                              x_needs_grad):
-        grad_x = (x.new_empty(x.shape, memory_format=_conv2d_memory_format(x)) if x_needs_grad
+        grad_x = (torch.empty(x.shape, dtype=x.dtype, device=x.device,
+                              memory_format=_conv2d_memory_format(x)) if x_needs_grad
                   else x.new_empty(0))
         grad_bias = radius.new_empty(radius.shape if bias is None else bias.shape)
         return grad_x, u.new_empty(u.shape), radius.new_empty(radius.shape), grad_bias

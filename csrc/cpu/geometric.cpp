@@ -33,11 +33,11 @@ int64_t grain_for(int64_t elements_per_item) {
 }
 
 // Runs fn(SphericalRows) over the rows of a map with n coordinates per row, in parallel, each
-// task with its own scratch.
+// task with its own scratch when `scratch` (2 n + 1 doubles; the backward kernels need it).
 template <typename Fn>
-void for_spherical_rows(c10::ScalarType dtype, int64_t rows, int64_t n, Fn fn) {
+void for_spherical_rows(c10::ScalarType dtype, int64_t rows, int64_t n, bool scratch, Fn fn) {
   at::parallel_for(0, rows, grain_for(8 * n), [&](int64_t begin, int64_t end) {
-    std::vector<double> work(2 * n + 1);
+    std::vector<double> work(scratch ? 2 * n + 1 : 0);
     fn(SphericalRows{dtype, n, begin, end, work.data()});
   });
 }
@@ -51,7 +51,7 @@ at::Tensor spherical_to_cartesian_cpu(const at::Tensor& theta) {
   at::Tensor u = at::empty(shape, theta.options());
   const at::Tensor angles = theta.contiguous();
   const auto kernel = spherical_to_cartesian_rows_for_this_cpu();
-  for_spherical_rows(theta.scalar_type(), u.numel() / n, n, [&](const SphericalRows& rows) {
+  for_spherical_rows(theta.scalar_type(), u.numel() / n, n, false, [&](const SphericalRows& rows) {
     kernel(rows, angles.const_data_ptr(), u.mutable_data_ptr());
   });
   return u;
@@ -71,7 +71,7 @@ at::Tensor spherical_to_cartesian_backward_cpu(const at::Tensor& grad_u, const a
   const at::Tensor grad = grad_u.contiguous();
   const at::Tensor angles = theta.contiguous();
   const auto kernel = spherical_to_cartesian_backward_rows_for_this_cpu();
-  for_spherical_rows(theta.scalar_type(), grad_u.numel() / n, n, [&](const SphericalRows& rows) {
+  for_spherical_rows(theta.scalar_type(), grad_u.numel() / n, n, true, [&](const SphericalRows& rows) {
     kernel(rows, grad.const_data_ptr(), angles.const_data_ptr(), grad_theta.mutable_data_ptr());
   });
   return grad_theta;
@@ -92,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> cartesian_to_spherical_cpu(const at::Tensor& 
   at::Tensor theta = at::empty(shape, w.options());
   const at::Tensor coordinates = w.contiguous();
   const auto kernel = cartesian_to_spherical_rows_for_this_cpu();
-  for_spherical_rows(w.scalar_type(), radius.numel(), n, [&](const SphericalRows& rows) {
+  for_spherical_rows(w.scalar_type(), radius.numel(), n, false, [&](const SphericalRows& rows) {
     kernel(rows, coordinates.const_data_ptr(), radius.mutable_data_ptr(),
            theta.mutable_data_ptr());
   });
@@ -122,7 +122,7 @@ at::Tensor cartesian_to_spherical_backward_cpu(const std::optional<at::Tensor>& 
   at::Tensor grad_w = at::empty(w.sizes(), w.options());
   const at::Tensor coordinates = w.contiguous();
   const auto kernel = cartesian_to_spherical_backward_rows_for_this_cpu();
-  for_spherical_rows(w.scalar_type(), grad_w.numel() / n, n, [&](const SphericalRows& rows) {
+  for_spherical_rows(w.scalar_type(), grad_w.numel() / n, n, true, [&](const SphericalRows& rows) {
     kernel(rows, radius_grad.defined() ? radius_grad.const_data_ptr() : nullptr,
            theta_grad.defined() ? theta_grad.const_data_ptr() : nullptr,
            coordinates.const_data_ptr(), grad_w.mutable_data_ptr());

@@ -67,7 +67,7 @@ struct SphericalRows {
   c10::ScalarType dtype;
   int64_t n;
   int64_t row_begin, row_end;
-  double* work;  // scratch: 2 * n + 1 doubles
+  double* work;  // scratch for the backward kernels: 2 * n + 1 doubles
 };
 
 // The kernels' function types (csrc/cpu/geometric_kernel.h has what each computes).

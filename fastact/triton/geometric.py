@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastact.triton._common import _TRITON_TYPE, CompileSpec, compute_dtype
+from fastact.triton._common import _TRITON_TYPE, CompileSpec, compute_dtype, launch
 
 # The maps: tiles of a row per step (float64 scans), and rows per program for the inverse map.
 ROW_TILE = 1024
@@ -345,8 +345,8 @@ def spherical_to_cartesian(theta: Tensor) -> Tensor:
     u = theta.new_empty((*theta.shape[:-1], n))
     rows = u.numel() // n
     if rows:
-        _spherical_forward_kernel[(rows,)](theta.contiguous(), u, n, BLOCK=_row_tile(n),
-                                           num_warps=ROW_WARPS)
+        launch(_spherical_forward_kernel, (rows,), theta.contiguous(), u, n, BLOCK=_row_tile(n),
+               num_warps=ROW_WARPS)
     return u
 
 
@@ -361,8 +361,8 @@ def spherical_to_cartesian_backward(grad_u: Tensor, theta: Tensor) -> Tensor:
         # has that dtype.
         work_dtype = torch.float64 if theta.dtype == torch.float64 else torch.float32
         work = grad_theta if theta.dtype == work_dtype else torch.empty_like(grad_theta, dtype=work_dtype)
-        _spherical_backward_kernel[(rows,)](grad_u.contiguous(), theta.contiguous(), work, grad_theta,
-                                            n, BLOCK=_row_tile(n), num_warps=ROW_WARPS)
+        launch(_spherical_backward_kernel, (rows,), grad_u.contiguous(), theta.contiguous(), work,
+               grad_theta, n, BLOCK=_row_tile(n), num_warps=ROW_WARPS)
     return grad_theta
 
 
@@ -373,8 +373,8 @@ def cartesian_to_spherical(w: Tensor) -> tuple[Tensor, Tensor]:
     theta = w.new_empty((*w.shape[:-1], n - 1))
     rows = radius.numel()
     if rows:
-        _cartesian_forward_kernel[(triton.cdiv(rows, ROWS_PER_PROGRAM),)](
-            w.contiguous(), radius, theta, rows, n, BLOCK_R=ROWS_PER_PROGRAM)
+        launch(_cartesian_forward_kernel, (triton.cdiv(rows, ROWS_PER_PROGRAM),),
+               w.contiguous(), radius, theta, rows, n, BLOCK_R=ROWS_PER_PROGRAM)
     return radius, theta
 
 
@@ -386,12 +386,12 @@ def cartesian_to_spherical_backward(grad_radius: Tensor | None, grad_theta: Tens
     rows = grad_w.numel() // n if n else 0
     if rows:
         tails = torch.empty(w.shape, dtype=torch.float64, device=w.device)
-        _cartesian_backward_kernel[(triton.cdiv(rows, ROWS_PER_PROGRAM),)](
-            grad_radius.contiguous() if grad_radius is not None else w,
-            grad_theta.contiguous() if grad_theta is not None else w,
-            w.contiguous(), tails, grad_w, rows, n,
-            HAS_GRAD_RADIUS=grad_radius is not None, HAS_GRAD_THETA=grad_theta is not None,
-            BLOCK_R=ROWS_PER_PROGRAM)
+        launch(_cartesian_backward_kernel, (triton.cdiv(rows, ROWS_PER_PROGRAM),),
+               grad_radius.contiguous() if grad_radius is not None else w,
+               grad_theta.contiguous() if grad_theta is not None else w,
+               w.contiguous(), tails, grad_w, rows, n,
+               HAS_GRAD_RADIUS=grad_radius is not None, HAS_GRAD_THETA=grad_theta is not None,
+               BLOCK_R=ROWS_PER_PROGRAM)
     return grad_w
 
 
@@ -416,9 +416,9 @@ def _epilogue_forward(z: Tensor, radius: Tensor, bias: Tensor | None, rows: int,
                     else torch.zeros_like(radius_columns))
     if rows and cols:
         grid = (triton.cdiv(cols, EPILOGUE_COLS), triton.cdiv(rows, EPILOGUE_ROWS))
-        _epilogue_forward_kernel[grid](z, radius_columns, bias_columns, mask, rows, cols, words,
-                                       BLOCK_R=EPILOGUE_ROWS, BLOCK_M=EPILOGUE_COLS,
-                                       ACC=compute_dtype(z.dtype), num_warps=EPILOGUE_WARPS)
+        launch(_epilogue_forward_kernel, grid, z, radius_columns, bias_columns, mask, rows, cols,
+               words, BLOCK_R=EPILOGUE_ROWS, BLOCK_M=EPILOGUE_COLS, ACC=compute_dtype(z.dtype),
+               num_warps=EPILOGUE_WARPS)
     return mask
 
 
@@ -431,12 +431,12 @@ def _epilogue_backward(grad: Tensor, mask: Tensor, rows: int, cols: int) -> tupl
     partial = torch.empty((blocks, cols), dtype=acc, device=grad.device)
     sums = torch.zeros(cols, dtype=acc, device=grad.device)
     if blocks and cols:
-        _epilogue_backward_kernel[(triton.cdiv(cols, EPILOGUE_COLS), blocks)](
-            grad, mask, grad_masked, partial, rows, cols, mask.shape[1], rows_per_block,
-            BLOCK_R=EPILOGUE_ROWS, BLOCK_M=EPILOGUE_COLS, ACC=compute_dtype(grad.dtype),
-            num_warps=EPILOGUE_WARPS)
-        _sum_blocks_kernel[(triton.cdiv(cols, RADIAL_BLOCK),)](partial, sums, blocks, cols,
-                                                                BLOCK=RADIAL_BLOCK)
+        launch(_epilogue_backward_kernel, (triton.cdiv(cols, EPILOGUE_COLS), blocks),
+               grad, mask, grad_masked, partial, rows, cols, mask.shape[1], rows_per_block,
+               BLOCK_R=EPILOGUE_ROWS, BLOCK_M=EPILOGUE_COLS, ACC=compute_dtype(grad.dtype),
+               num_warps=EPILOGUE_WARPS)
+        launch(_sum_blocks_kernel, (triton.cdiv(cols, RADIAL_BLOCK),), partial, sums, blocks, cols,
+               BLOCK=RADIAL_BLOCK)
     return grad_masked, sums
 
 
@@ -447,13 +447,13 @@ def _radial_backward(grad_u: Tensor, u: Tensor, radius: Tensor, sums: Tensor, bi
     grad_bias = radius.new_empty(channels * positions if per_position else channels)
     if channels:
         fan_in = u.shape[1]
-        _radial_backward_kernel[(channels,)](
-            grad_u, u, radius, sums, bias.contiguous() if bias is not None else radius,
-            grad_radius, grad_bias, fan_in, positions,
-            1 if channels_fastest else positions, channels if channels_fastest else 1,
-            positions if per_position else 1, 1 if per_position else 0,
-            HAS_BIAS=bias is not None, PER_POSITION=per_position, BLOCK=RADIAL_BLOCK,
-            ACC=compute_dtype(u.dtype))
+        launch(_radial_backward_kernel, (channels,),
+               grad_u, u, radius, sums, bias.contiguous() if bias is not None else radius,
+               grad_radius, grad_bias, fan_in, positions,
+               1 if channels_fastest else positions, channels if channels_fastest else 1,
+               positions if per_position else 1, 1 if per_position else 0,
+               HAS_BIAS=bias is not None, PER_POSITION=per_position, BLOCK=RADIAL_BLOCK,
+               ACC=compute_dtype(u.dtype))
     return grad_radius, grad_bias
 
 
