@@ -31,4 +31,15 @@ TORCH_LIBRARY(fastact, m) {
   // Hat (fastact/hat.py).
   m.def("hat(Tensor x) -> Tensor", tags);
   m.def("hat_backward(Tensor grad_out, Tensor x) -> Tensor", tags);
+
+  // DCT-basis activation (fastact/dct.py): coeffs is [channels, K] (one row: shared),
+  // channel_dim is non-negative, t = (x - lo) / (hi - lo); odd: k_j = 2j + 1 (else j);
+  // clamp: t clamped to [0, 1] (else the series extends periodically). output_mask says which
+  // of (grad_x, grad_coeffs) to compute; the others come back empty ([0]).
+  m.def("dct_activation(Tensor x, Tensor coeffs, int channel_dim, float lo, float hi, bool odd, "
+        "bool clamp) -> Tensor",
+        tags);
+  m.def("dct_activation_backward(Tensor grad_out, Tensor x, Tensor coeffs, int channel_dim, "
+        "float lo, float hi, bool odd, bool clamp, bool[2] output_mask) -> (Tensor, Tensor)",
+        tags);
 }

@@ -4,4 +4,5 @@
 #error "csrc/cpu/kernels.h is included only by the csrc/cpu/isa_*.cpp translation units"
 #endif
 
+#include "cpu/dct_kernel.h"
 #include "cpu/hat_kernel.h"
