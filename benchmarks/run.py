@@ -26,9 +26,10 @@ import torch  # noqa: E402
 import fastact  # noqa: E402
 from harness import DTYPES, run_case  # noqa: E402
 
+import bench_dct  # noqa: E402
 import bench_hat  # noqa: E402
 
-OPS = {"hat": bench_hat.cases}
+OPS = {"hat": bench_hat.cases, "dct_activation": bench_dct.cases}
 
 
 def machine() -> dict:

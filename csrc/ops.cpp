@@ -14,7 +14,7 @@ PyObject* cpu_isa(PyObject*, PyObject*) {
 
 PyMethodDef methods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS,
-     "The instruction set the CPU kernels run with (\"avx2\" or \"portable\")."},
+     "The instruction set the CPU kernels run with (\"avx512\", \"avx2\" or \"portable\")."},
     {nullptr, nullptr, 0, nullptr},
 };
 

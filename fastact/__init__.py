@@ -13,6 +13,7 @@ from fastact import _extension  # noqa: F401  (loads fastact._C, or warns once)
 from fastact._backend import available_backends, use_backend
 from fastact import reference
 from fastact.hat import hat
+from fastact.dct import dct_activation
 from fastact import nn
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "use_backend",
     "reference",
     "hat",
+    "dct_activation",
     "nn",
 ]

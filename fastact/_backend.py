@@ -30,6 +30,9 @@ AUTO = "auto"
 # memory-bound there; the CUDA kernels skip Triton's launch overhead on small tensors.
 CUDA_AUTO = {
     "hat": "cuda",
+    # Unmeasured on a GPU (none was available): the CUDA kernels keep each block's coefficient
+    # gradients in registers and reduce them without Triton's per-term tl.sum.
+    "dct_activation": "cuda",
 }
 
 # Each thread's stack of use_backend names (torch.compile guards on it like on any global).

@@ -64,27 +64,38 @@ at::Tensor kernel_table(const at::Tensor& table, const DctProblem& p) {
   return transposed;
 }
 
-// out[c, j] = sum over pieces of partials[piece, j, c]: sequential within chunks of 64 pieces,
-// then over the chunk sums, so the order is fixed and the rounding error grows like
-// 64 + pieces / 64 rather than like the number of pieces.
+// row[i] += sum over pieces [first, last) of partials[piece][i], i < width: pairwise halves
+// down to runs of up to 16 pieces added in order. A fixed order (independent of the threads),
+// with rounding error growing like 16 + log2(pieces) rather than like the number of pieces.
+template <typename T>
+void add_pieces(const T* partials, int64_t width, int64_t first, int64_t last, T* row) {
+  if (last - first <= 16) {
+    for (int64_t piece = first; piece < last; ++piece) {
+      const T* values = partials + piece * width;
+      for (int64_t i = 0; i < width; ++i) row[i] += values[i];
+    }
+    return;
+  }
+  const int64_t middle = first + (last - first) / 2;
+  std::vector<T> second(width, T(0));
+  add_pieces(partials, width, first, middle, row);
+  add_pieces(partials, width, middle, last, second.data());
+  for (int64_t i = 0; i < width; ++i) row[i] += second[i];
+}
+
+// out[c, j] = sum over pieces of partials[piece, j, c]. Each thread takes a range of terms j.
 template <typename T>
 void sum_partials(const T* partials, const DctProblem& p, T* out) {
-  constexpr int64_t kChunk = 64;
   const int64_t K = p.num_coeffs, C = p.channels;
   at::parallel_for(0, K, 1, [&](int64_t j_begin, int64_t j_end) {
-    std::vector<T> total(C), chunk(C);
+    std::vector<T> row(C), gathered(p.num_pieces * C);
     for (int64_t j = j_begin; j < j_end; ++j) {
-      std::fill(total.begin(), total.end(), T(0));
-      for (int64_t first = 0; first < p.num_pieces; first += kChunk) {
-        std::fill(chunk.begin(), chunk.end(), T(0));
-        const int64_t last = std::min(p.num_pieces, first + kChunk);
-        for (int64_t piece = first; piece < last; ++piece) {
-          const T* row = partials + (piece * K + j) * C;
-          for (int64_t c = 0; c < C; ++c) chunk[c] += row[c];
-        }
-        for (int64_t c = 0; c < C; ++c) total[c] += chunk[c];
+      for (int64_t piece = 0; piece < p.num_pieces; ++piece) {
+        std::copy_n(partials + (piece * K + j) * C, C, gathered.data() + piece * C);
       }
-      for (int64_t c = 0; c < C; ++c) out[c * K + j] = total[c];
+      std::fill(row.begin(), row.end(), T(0));
+      add_pieces(gathered.data(), C, 0, p.num_pieces, row.data());
+      for (int64_t c = 0; c < C; ++c) out[c * K + j] = row[c];
     }
   });
 }
@@ -113,7 +124,7 @@ std::tuple<at::Tensor, at::Tensor> dct_activation_backward_cpu(
     double lo, double hi, bool odd, bool clamp, std::array<bool, 2> output_mask) {
   check_dct_arguments("dct_activation_backward", x, coeffs, channel_dim, lo, hi);
   check_matches("dct_activation_backward", "grad_out", grad_out, "x", x);
-  const auto [need_grad_x, need_grad_coeffs] = output_mask;
+  const bool need_grad_x = output_mask[0], need_grad_coeffs = output_mask[1];
   at::Tensor grad_x = need_grad_x ? at::empty_like(x) : at::empty({0}, x.options());
   if (x.numel() == 0 || !(need_grad_x || need_grad_coeffs)) {
     return {grad_x, need_grad_coeffs ? at::zeros_like(coeffs) : at::empty({0}, coeffs.options())};

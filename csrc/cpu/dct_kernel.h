@@ -8,15 +8,8 @@
 #include <type_traits>
 
 #include "cpu/dct_tasks.h"
+#include "cpu/elementwise.h"
 #include "cpu/storage.h"
-
-// The avx2 kernels have SSE4.1's vector round instruction (see round_to_integer in dct.h).
-#define FASTACT_DCT_HAS_ROUND_avx2 1
-#define FASTACT_DCT_CONCAT_(a, b) a##b
-#define FASTACT_DCT_CONCAT(a, b) FASTACT_DCT_CONCAT_(a, b)
-#if FASTACT_DCT_CONCAT(FASTACT_DCT_HAS_ROUND_, FASTACT_ISA)
-#define FASTACT_HAS_ROUND_INSTRUCTION 1
-#endif
 #include "fastact/dct.h"
 
 namespace fastact::cpu::FASTACT_ISA {
@@ -41,22 +34,13 @@ struct Domain {
 
 template <typename S, typename T, int V>
 FASTACT_HOST_DEVICE void load_lanes(const S* src, int n, T* dst) {
-  if (n == V) {
-#pragma omp simd
-    for (int l = 0; l < V; ++l) dst[l] = Storage<S>::load(src[l]);
-  } else {
-    for (int l = 0; l < V; ++l) dst[l] = l < n ? Storage<S>::load(src[l]) : T(0);
-  }
+  load_chunk(src, dst, n);
+  for (int l = n; l < V; ++l) dst[l] = T(0);
 }
 
 template <typename S, typename T, int V>
 FASTACT_HOST_DEVICE void store_lanes(const T* src, int n, S* dst) {
-  if (n == V) {
-#pragma omp simd
-    for (int l = 0; l < V; ++l) dst[l] = Storage<S>::store(src[l]);
-  } else {
-    for (int l = 0; l < n; ++l) dst[l] = Storage<S>::store(src[l]);
-  }
+  store_chunk(src, dst, n);
 }
 
 // The coefficient of lane l in a table row: its own (lanes across channels) or the row's

@@ -10,7 +10,7 @@ namespace fastact::cpu {
 
 // Elements per lane block: one 64-byte cache line of the compute type (two AVX2 registers).
 constexpr int64_t kDctLanesFloat = 64;
-constexpr int64_t kDctLanesDouble = 8;
+constexpr int64_t kDctLanesDouble = 32;
 
 // Coefficient-gradient partial sums are taken over fixed pieces of each channel's elements,
 // chosen from the shape alone, so that they and their fixed-order sum do not depend on how
