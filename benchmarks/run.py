@@ -26,11 +26,13 @@ import torch  # noqa: E402
 import fastact  # noqa: E402
 from harness import DTYPES, run_case  # noqa: E402
 
+import bench_dct  # noqa: E402
 import bench_geometric  # noqa: E402
 import bench_hat  # noqa: E402
 
 OPS = {
     "hat": bench_hat.cases,
+    "dct_activation": bench_dct.cases,
     "spherical_to_cartesian": bench_geometric.map_cases,
     "geometric_relu": bench_geometric.layer_cases,
     "geometric_relu_conv2d": bench_geometric.conv_cases,

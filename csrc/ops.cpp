@@ -14,7 +14,7 @@ PyObject* cpu_isa(PyObject*, PyObject*) {
 
 PyMethodDef methods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS,
-     "The instruction set the CPU kernels run with (\"avx2\" or \"portable\")."},
+     "The instruction set the CPU kernels run with (\"avx512\", \"avx2\" or \"portable\")."},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -50,5 +50,16 @@ TORCH_LIBRARY(fastact, m) {
   m.def("geometric_relu_conv2d_backward(Tensor grad_z, Tensor mask, Tensor x, Tensor u, "
         "Tensor radius, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
         "int groups, bool x_needs_grad) -> (Tensor, Tensor, Tensor, Tensor)",
+        tags);
+
+  // DCT-basis activation (fastact/dct.py): coeffs is [channels, K] (one row: shared),
+  // channel_dim is non-negative, t = (x - lo) / (hi - lo); odd: k_j = 2j + 1 (else j);
+  // clamp: t clamped to [0, 1] (else the series extends periodically). output_mask says which
+  // of (grad_x, grad_coeffs) to compute; the others come back empty ([0]).
+  m.def("dct_activation(Tensor x, Tensor coeffs, int channel_dim, float lo, float hi, bool odd, "
+        "bool clamp) -> Tensor",
+        tags);
+  m.def("dct_activation_backward(Tensor grad_out, Tensor x, Tensor coeffs, int channel_dim, "
+        "float lo, float hi, bool odd, bool clamp, bool[2] output_mask) -> (Tensor, Tensor)",
         tags);
 }

@@ -19,6 +19,7 @@ from fastact.geometric import (
     geometric_relu_conv2d,
     spherical_to_cartesian,
 )
+from fastact.dct import dct_activation
 from fastact import nn
 from fastact import spectral
 
@@ -32,6 +33,7 @@ __all__ = [
     "cartesian_to_spherical",
     "geometric_relu",
     "geometric_relu_conv2d",
+    "dct_activation",
     "nn",
     "spectral",
 ]

@@ -36,6 +36,9 @@ CUDA_AUTO = {
     "cartesian_to_spherical": "cuda",
     "geometric_relu": "cuda",
     "geometric_relu_conv2d": "cuda",
+    # Unmeasured on a GPU (none was available): the CUDA kernels keep each block's coefficient
+    # gradients in registers and reduce them without Triton's per-term tl.sum.
+    "dct_activation": "cuda",
 }
 
 # Each thread's stack of use_backend names (torch.compile guards on it like on any global).

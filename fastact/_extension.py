@@ -40,5 +40,6 @@ def has_kernels_for(device_type: str) -> bool:
 
 
 def cpu_isa() -> str | None:
-    """The instruction set the CPU kernels run with ("avx2" or "portable"), None if not built."""
+    """The instruction set the CPU kernels run with ("avx512", "avx2" or "portable"), None if
+    not built."""
     return None if _C is None else _C.cpu_isa()

@@ -20,6 +20,15 @@ bool cpu_supports(Isa isa) {
 #else
       return false;
 #endif
+    case Isa::avx512:
+#if defined(__x86_64__) || defined(__i386__)
+      // The avx512 copy is compiled with AVX-512 F/VL/DQ/BW on top of avx2's (isa_avx512.cpp).
+      return cpu_supports(Isa::avx2) && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bw");
+#else
+      return false;
+#endif
   }
   return false;
 }
@@ -27,7 +36,7 @@ bool cpu_supports(Isa isa) {
 Isa choose_isa() {
   const char* requested = std::getenv("FASTACT_CPU_ISA");
   if (requested != nullptr && *requested != '\0') {
-    for (Isa isa : {Isa::portable, Isa::avx2}) {
+    for (Isa isa : {Isa::portable, Isa::avx2, Isa::avx512}) {
       if (std::strcmp(requested, isa_name(isa)) == 0) {
         if (cpu_supports(isa)) return isa;
         TORCH_WARN("fastact: FASTACT_CPU_ISA=", requested,
@@ -36,9 +45,12 @@ Isa choose_isa() {
       }
     }
     TORCH_WARN("fastact: unknown FASTACT_CPU_ISA=", requested,
-               " (expected \"portable\" or \"avx2\"); choosing automatically");
+               " (expected \"portable\", \"avx2\" or \"avx512\"); choosing automatically");
   }
-  return cpu_supports(Isa::avx2) ? Isa::avx2 : Isa::portable;
+  for (Isa isa : {Isa::avx512, Isa::avx2}) {
+    if (cpu_supports(isa)) return isa;
+  }
+  return Isa::portable;
 }
 
 }  // namespace
@@ -54,6 +66,8 @@ const char* isa_name(Isa isa) {
       return "portable";
     case Isa::avx2:
       return "avx2";
+    case Isa::avx512:
+      return "avx512";
   }
   return "unknown";
 }

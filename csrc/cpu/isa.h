@@ -14,10 +14,10 @@ namespace fastact::cpu {
 
 // To add an instruction set: an isa_<name>.cpp with its `#pragma GCC target`, an entry
 // here, a line in FASTACT_DECLARE_CPU_KERNEL, and its CPU test in isa.cpp.
-enum class Isa { portable, avx2 };
+enum class Isa { portable, avx2, avx512 };
 
 // The instruction set the kernels use: the best one the CPU supports, or the one named by
-// the environment variable FASTACT_CPU_ISA ("portable", "avx2") if the CPU supports it.
+// the environment variable FASTACT_CPU_ISA ("portable", "avx2", "avx512") if the CPU supports it.
 // Decided once, at the first call.
 Isa active_isa();
 const char* isa_name(Isa isa);
@@ -39,10 +39,15 @@ using ElementwiseLoop = void(c10::ScalarType dtype, char** data, const int64_t* 
   namespace avx2 {                               \
   type kernel;                                   \
   }                                              \
+  namespace avx512 {                             \
+  type kernel;                                   \
+  }                                              \
   inline type* kernel##_for_this_cpu() {         \
     switch (active_isa()) {                      \
       case Isa::avx2:                            \
         return &avx2::kernel;                    \
+      case Isa::avx512:                          \
+        return &avx512::kernel;                  \
       case Isa::portable:                        \
         break;                                   \
     }                                            \

@@ -6,8 +6,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #pragma GCC target("avx2,fma,f16c")
-// GCC does not define __F16C__ for a target pragma: say it for the kernels.
+// GCC does not define __F16C__ (or __SSE4_1__) for a target pragma: say it for the kernels.
 #define FASTACT_ISA_HAS_F16C 1
+#define FASTACT_ISA_HAS_ROUND 1  // SSE4.1's vector round instruction
 #endif
 
 #define FASTACT_ISA avx2

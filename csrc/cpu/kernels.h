@@ -5,4 +5,5 @@
 #endif
 
 #include "cpu/geometric_kernel.h"
+#include "cpu/dct_kernel.h"
 #include "cpu/hat_kernel.h"

@@ -1,0 +1,346 @@
+// DCT-basis activation CPU kernels; compiled once per instruction set by csrc/cpu/isa_*.cpp.
+//
+// Work goes in lane blocks of V elements (one cache line of the compute type): the K terms
+// run term-outer, lane-inner, over fixed-size lane arrays, which the compiler keeps in vector
+// registers; the coefficients of term j are one vector load (lanes across channels) or one
+// broadcast (lanes along a channel). A partial block (n < V) is padded with zeros, which add
+// nothing to the coefficient gradients.
+#include <type_traits>
+
+#include "cpu/dct_tasks.h"
+#include "cpu/elementwise.h"
+#include "cpu/storage.h"
+#include "fastact/dct.h"
+
+namespace fastact::cpu::FASTACT_ISA {
+namespace dct {
+
+// A lane block is a function of its own: inlined into the task loops, GCC 12 sometimes
+// leaves the per-element selects as branches and the block unvectorised. (Its symbol is in
+// this instruction set's namespace, so the copies never merge.)
+#define FASTACT_LANE_BLOCK __attribute__((noinline))
+
+template <typename T>
+constexpr int lanes() {
+  return sizeof(T) == 8 ? int(kDctLanesDouble) : int(kDctLanesFloat);
+}
+
+// t = x * scale + offset; the basis and boundary are template parameters (kOdd, kClamp) so
+// that the per-element code has no branches left and vectorises.
+template <typename T>
+struct Domain {
+  T scale, offset;
+};
+
+template <typename S, typename T, int V>
+FASTACT_HOST_DEVICE void load_lanes(const S* src, int n, T* dst) {
+  load_chunk(src, dst, n);
+  for (int l = n; l < V; ++l) dst[l] = T(0);
+}
+
+template <typename S, typename T, int V>
+FASTACT_HOST_DEVICE void store_lanes(const T* src, int n, S* dst) {
+  store_chunk(src, dst, n);
+}
+
+// The coefficient of lane l in a table row: its own (lanes across channels) or the row's
+// single value (lanes along one channel).
+template <bool kLanesAreChannels, typename T>
+FASTACT_HOST_DEVICE T lane_coeff(const T* row, int l) {
+  return kLanesAreChannels ? row[l] : row[0];
+}
+
+// y = sum_j F_j cos(pi k_j t) for n <= V elements; F_j of lane l is
+// lane_coeff(coeffs + j * coeff_step, l).
+template <typename S, bool kLanesAreChannels, bool kOdd, bool kClamp>
+FASTACT_LANE_BLOCK void forward_lanes(const S* x, S* y, int n,
+                                       const typename Storage<S>::acc_t* coeffs,
+                                       int64_t coeff_step, int64_t num_coeffs,
+                                       const Domain<typename Storage<S>::acc_t>& d) {
+  using T = typename Storage<S>::acc_t;
+  constexpr int V = lanes<T>();
+  T xs[V], lambda[V], value[V], difference[V], even[V], odd[V], sign_even[V], sign_odd[V];
+  load_lanes<S, T, V>(x, n, xs);
+#pragma omp simd
+  for (int l = 0; l < V; ++l) {
+    const DctPoint<T> p = dct_point(xs[l], d.scale, d.offset, kOdd, kClamp);
+    lambda[l] = p.lambda;
+    value[l] = p.cos_first;
+    difference[l] = p.cos_difference;
+    sign_even[l] = p.cos_sign_even;
+    sign_odd[l] = p.cos_sign_odd;
+    even[l] = T(0);
+    odd[l] = T(0);
+  }
+  int64_t j = 0;
+  for (; j + 1 < num_coeffs; j += 2) {
+    const T* f0 = coeffs + j * coeff_step;
+    const T* f1 = f0 + coeff_step;
+#pragma omp simd
+    for (int l = 0; l < V; ++l) {
+      even[l] = mul_add(lane_coeff<kLanesAreChannels>(f0, l), value[l], even[l]);
+      dct_advance(lambda[l], value[l], difference[l]);
+      odd[l] = mul_add(lane_coeff<kLanesAreChannels>(f1, l), value[l], odd[l]);
+      dct_advance(lambda[l], value[l], difference[l]);
+    }
+  }
+  if (j < num_coeffs) {
+    const T* f0 = coeffs + j * coeff_step;
+#pragma omp simd
+    for (int l = 0; l < V; ++l) {
+      even[l] = mul_add(lane_coeff<kLanesAreChannels>(f0, l), value[l], even[l]);
+    }
+  }
+  T ys[V];
+#pragma omp simd
+  for (int l = 0; l < V; ++l) ys[l] = mul_add(sign_even[l], even[l], sign_odd[l] * odd[l]);
+  store_lanes<S, T, V>(ys, n, y);
+}
+
+// The backward of n <= V elements: grad_x = grad * sum_j G_j sin(pi k_j t) (G_j of lane l is
+// lane_coeff(slopes + j * coeff_step, l)), and acc[j * acc_step + l] += grad * cos(pi k_j t).
+template <typename S, bool kLanesAreChannels, bool kOdd, bool kClamp, bool kGradX, bool kGradCoeffs>
+FASTACT_LANE_BLOCK void backward_lanes(const S* grad, const S* x, S* grad_x, int n,
+                                        const typename Storage<S>::acc_t* slopes,
+                                        int64_t coeff_step, typename Storage<S>::acc_t* acc,
+                                        int64_t acc_step, int64_t num_coeffs,
+                                        const Domain<typename Storage<S>::acc_t>& d) {
+  using T = typename Storage<S>::acc_t;
+  constexpr int V = lanes<T>();
+  T xs[V], gs[V], lambda[V];
+  T cos_value[V], cos_difference[V], weight_even[V], weight_odd[V];  // coefficient gradients
+  T sin_value[V], sin_difference[V], slope_even[V], slope_odd[V];   // grad_x
+  T sin_sign_even[V], sin_sign_odd[V], flows[V];
+  load_lanes<S, T, V>(x, n, xs);
+  load_lanes<S, T, V>(grad, n, gs);
+#pragma omp simd
+  for (int l = 0; l < V; ++l) {
+    const DctPoint<T> p = dct_point(xs[l], d.scale, d.offset, kOdd, kClamp);
+    lambda[l] = p.lambda;
+    cos_value[l] = p.cos_first;
+    cos_difference[l] = p.cos_difference;
+    weight_even[l] = gs[l] * p.cos_sign_even;
+    weight_odd[l] = gs[l] * p.cos_sign_odd;
+    sin_value[l] = p.sin_first;
+    sin_difference[l] = p.sin_difference;
+    sin_sign_even[l] = p.sin_sign_even;
+    sin_sign_odd[l] = p.sin_sign_odd;
+    flows[l] = p.slope;
+    slope_even[l] = T(0);
+    slope_odd[l] = T(0);
+  }
+  int64_t j = 0;
+  for (; j + 1 < num_coeffs; j += 2) {
+    const T* g0 = slopes + j * coeff_step;
+    const T* g1 = g0 + coeff_step;
+    T* __restrict a0 = acc + j * acc_step;
+    T* __restrict a1 = a0 + acc_step;
+#pragma omp simd
+    for (int l = 0; l < V; ++l) {
+      if constexpr (kGradX) {
+        slope_even[l] = mul_add(lane_coeff<kLanesAreChannels>(g0, l), sin_value[l], slope_even[l]);
+        dct_advance(lambda[l], sin_value[l], sin_difference[l]);
+        slope_odd[l] = mul_add(lane_coeff<kLanesAreChannels>(g1, l), sin_value[l], slope_odd[l]);
+        dct_advance(lambda[l], sin_value[l], sin_difference[l]);
+      }
+      if constexpr (kGradCoeffs) {
+        a0[l] = mul_add(weight_even[l], cos_value[l], a0[l]);
+        dct_advance(lambda[l], cos_value[l], cos_difference[l]);
+        a1[l] = mul_add(weight_odd[l], cos_value[l], a1[l]);
+        dct_advance(lambda[l], cos_value[l], cos_difference[l]);
+      }
+    }
+  }
+  if (j < num_coeffs) {
+    const T* g0 = slopes + j * coeff_step;
+    T* __restrict a0 = acc + j * acc_step;
+#pragma omp simd
+    for (int l = 0; l < V; ++l) {
+      if constexpr (kGradX) {
+        slope_even[l] = mul_add(lane_coeff<kLanesAreChannels>(g0, l), sin_value[l], slope_even[l]);
+      }
+      if constexpr (kGradCoeffs) a0[l] = mul_add(weight_even[l], cos_value[l], a0[l]);
+    }
+  }
+  if constexpr (kGradX) {
+    T out[V];
+#pragma omp simd
+    for (int l = 0; l < V; ++l) {
+      const T value = gs[l] * mul_add(sin_sign_even[l], slope_even[l], sin_sign_odd[l] * slope_odd[l]);
+      out[l] = flows[l] != T(0) ? value : T(0);  // a select: clamp's zero gradient stays 0
+    }
+    store_lanes<S, T, V>(out, n, grad_x);
+  }
+}
+
+// Calls block(memory offset, n) for the lane blocks of one piece of one channel's elements
+// (channel-constant runs), in memory order.
+template <int V, typename Block>
+FASTACT_HOST_DEVICE void for_each_block_of_piece(const DctProblem& pr, int64_t channel,
+                                                 int64_t piece, Block block) {
+  const int64_t per_channel = pr.outer * pr.inner;
+  int64_t position = piece * pr.piece_length;
+  const int64_t remaining = per_channel - position;
+  const int64_t stop = position + (remaining < pr.piece_length ? remaining : pr.piece_length);
+  while (position < stop) {
+    const int64_t row = position / pr.inner;
+    const int64_t in_row = position - row * pr.inner;
+    const int64_t run = (pr.inner - in_row < stop - position) ? pr.inner - in_row : stop - position;
+    const int64_t base = (row * pr.channels + channel) * pr.inner + in_row;
+    for (int64_t b = 0; b < run; b += V) block(base + b, int(run - b < V ? run - b : V));
+    position += run;
+  }
+}
+
+template <typename S, bool kOdd, bool kClamp>
+FASTACT_HOST_DEVICE void forward_tasks(const DctProblem& pr, const typename Storage<S>::acc_t* table,
+                                       const S* x, S* y, int64_t begin, int64_t end) {
+  using T = typename Storage<S>::acc_t;
+  constexpr int V = lanes<T>();
+  const Domain<T> d{T(pr.scale), T(pr.offset)};
+  const int64_t K = pr.num_coeffs;
+  if (pr.lanes_are_channels) {
+    const int64_t C = pr.channels;
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t base = row * C;
+      for (int64_t c0 = 0; c0 < C; c0 += V) {
+        forward_lanes<S, true, kOdd, kClamp>(x + base + c0, y + base + c0, int(C - c0 < V ? C - c0 : V),
+                               table + c0, pr.columns, K, d);
+      }
+    }
+    return;
+  }
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t channel = task / pr.num_pieces;
+    const T* coeffs = table + channel * K;
+    for_each_block_of_piece<V>(pr, channel, task % pr.num_pieces, [&](int64_t at, int n) {
+      forward_lanes<S, false, kOdd, kClamp>(x + at, y + at, n, coeffs, 1, K, d);
+    });
+  }
+}
+
+template <typename S, bool kOdd, bool kClamp, bool kGradX, bool kGradCoeffs>
+FASTACT_HOST_DEVICE void backward_tasks(const DctProblem& pr, const typename Storage<S>::acc_t* table,
+                                        const S* grad, const S* x, S* grad_x,
+                                        typename Storage<S>::acc_t* partials,
+                                        typename Storage<S>::acc_t* scratch, int64_t begin,
+                                        int64_t end) {
+  using T = typename Storage<S>::acc_t;
+  constexpr int V = lanes<T>();
+  const Domain<T> d{T(pr.scale), T(pr.offset)};
+  const int64_t K = pr.num_coeffs;
+  const int64_t columns = pr.columns;
+  if (pr.lanes_are_channels) {
+    // Task = (piece of rows, block of channels). Its sums accumulate in `scratch`, rows of
+    // channel_block + V: a row length of 4 KiB (1024 float channels) would put term j and
+    // j + 1 in the same L1 set and make every load wait on the previous term's store.
+    const int64_t C = pr.channels;
+    const int64_t stride = pr.channel_block + V;
+    const int64_t blocks = (C + pr.channel_block - 1) / pr.channel_block;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t piece = task / blocks;
+      const int64_t c_begin = (task % blocks) * pr.channel_block;
+      const int64_t c_end = C - c_begin < pr.channel_block ? C : c_begin + pr.channel_block;
+      if constexpr (kGradCoeffs) {
+        for (int64_t i = 0; i < K * stride; ++i) scratch[i] = T(0);
+      }
+      const int64_t row_begin = piece * pr.piece_length;
+      const int64_t row_end =
+          pr.outer - row_begin < pr.piece_length ? pr.outer : row_begin + pr.piece_length;
+      for (int64_t row = row_begin; row < row_end; ++row) {
+        for (int64_t c0 = c_begin; c0 < c_end; c0 += V) {
+          const int64_t at = row * C + c0;
+          backward_lanes<S, true, kOdd, kClamp, kGradX, kGradCoeffs>(
+              grad + at, x + at, kGradX ? grad_x + at : nullptr, int(c_end - c0 < V ? c_end - c0 : V),
+              table + c0, columns, scratch + (c0 - c_begin), stride, K, d);
+        }
+      }
+      if constexpr (kGradCoeffs) {
+        for (int64_t j = 0; j < K; ++j) {
+          for (int64_t c = c_begin; c < c_end; ++c) {
+            partials[(piece * K + j) * C + c] = scratch[j * stride + c - c_begin];
+          }
+        }
+      }
+    }
+    return;
+  }
+  // Task = (channel, piece): lane accumulators in `scratch` (K x V), summed across lanes in a
+  // fixed order into the piece's partial sums at the end.
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t channel = task / pr.num_pieces;
+    const int64_t piece = task % pr.num_pieces;
+    if constexpr (kGradCoeffs) {
+      for (int64_t i = 0; i < K * V; ++i) scratch[i] = T(0);
+    }
+    const T* slopes = table + channel * K;
+    for_each_block_of_piece<V>(pr, channel, piece, [&](int64_t at, int n) {
+      backward_lanes<S, false, kOdd, kClamp, kGradX, kGradCoeffs>(grad + at, x + at,
+                                                    kGradX ? grad_x + at : nullptr, n, slopes, 1,
+                                                    scratch, V, K, d);
+    });
+    if constexpr (kGradCoeffs) {
+      for (int64_t j = 0; j < K; ++j) {
+        T sum = T(0);
+        for (int l = 0; l < V; ++l) sum += scratch[j * V + l];
+        partials[(piece * K + j) * pr.channels + channel] = sum;
+      }
+    }
+  }
+}
+
+// Calls fn(odd, clamp) with both as std::bool_constant.
+template <typename Fn>
+FASTACT_HOST_DEVICE void with_basis(bool odd, bool clamp, Fn fn) {
+  using Yes = std::true_type;
+  using No = std::false_type;
+  if (odd) {
+    clamp ? fn(Yes{}, Yes{}) : fn(Yes{}, No{});
+  } else {
+    clamp ? fn(No{}, Yes{}) : fn(No{}, No{});
+  }
+}
+
+}  // namespace dct
+
+void dct_forward_tasks(c10::ScalarType dtype, const DctProblem& problem, const void* table,
+                       const void* x, void* y, int64_t begin, int64_t end) {
+  dispatch_storage(dtype, [&](auto storage) {
+    using S = decltype(storage);
+    using T = typename Storage<S>::acc_t;
+    dct::with_basis(problem.odd, problem.clamp, [&](auto odd, auto clamp) {
+      dct::forward_tasks<S, decltype(odd)::value, decltype(clamp)::value>(
+          problem, static_cast<const T*>(table), static_cast<const S*>(x), static_cast<S*>(y),
+          begin, end);
+    });
+  });
+}
+
+void dct_backward_tasks(c10::ScalarType dtype, const DctProblem& problem, const void* table,
+                        const void* grad, const void* x, void* grad_x, void* partials,
+                        void* scratch, int64_t begin, int64_t end) {
+  dispatch_storage(dtype, [&](auto storage) {
+    using S = decltype(storage);
+    using T = typename Storage<S>::acc_t;
+    dct::with_basis(problem.odd, problem.clamp, [&](auto odd, auto clamp) {
+      auto run = [&](auto with_grad_x, auto with_grad_coeffs) {
+        dct::backward_tasks<S, decltype(odd)::value, decltype(clamp)::value,
+                            decltype(with_grad_x)::value, decltype(with_grad_coeffs)::value>(
+            problem, static_cast<const T*>(table), static_cast<const S*>(grad),
+            static_cast<const S*>(x), static_cast<S*>(grad_x), static_cast<T*>(partials),
+            static_cast<T*>(scratch), begin, end);
+      };
+      using Yes = std::true_type;
+      using No = std::false_type;
+      if (grad_x != nullptr && partials != nullptr) {
+        run(Yes{}, Yes{});
+      } else if (grad_x != nullptr) {
+        run(Yes{}, No{});
+      } else if (partials != nullptr) {
+        run(No{}, Yes{});
+      }
+    });
+  });
+}
+
+}  // namespace fastact::cpu::FASTACT_ISA

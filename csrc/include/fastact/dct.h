@@ -1,0 +1,179 @@
+// DCT-basis activation (ENN): a learnable cosine series per channel,
+//   y = sum_j F_j cos(pi k_j t),  t = (x - lo) / (hi - lo) = x * scale + offset,
+// with k_j = 2j + 1 ("odd" frequencies, the ENN basis) or k_j = j ("all").
+//
+// Cost per element: one polynomial sin/cos and a two-operation recurrence per term, never a
+// transcendental call per term. The phase is reduced by symmetries that are exact in floating
+// point, so that the recurrence always steps by an angle in [0, pi/2]:
+//   - t = m + d with m = rint(t), |d| <= 1/2: cos(pi k t) = (-1)^(k m) cos(pi k |d|) and
+//     sin(pi k t) = (-1)^(k m) sign(d) sin(pi k |d|);
+//   - odd k only, for r = |d| > 1/4: cos(pi k (1/2 - q)) = (-1)^j sin(pi k q) (and sin <-> cos),
+//     so that the step 2 pi q stays <= pi/2.
+// The terms then follow Reinsch's form of the Chebyshev recurrence,
+//   D_j = D_{j-1} + lambda e_j,   e_{j+1} = e_j + D_j,   lambda = 2 (cos(step) - 1) = -4 sin^2(step / 2),
+// whose rounding error grows linearly in j for steps in [0, pi/2]; the three-term form
+// e_{j+1} = 2 cos(step) e_j - e_{j-1} loses accuracy like j^2 as the step nears 0 or pi
+// (x near the domain edges and, for the odd basis, its middle).
+#pragma once
+
+#include <cmath>
+
+#include "fastact/common.h"
+
+namespace fastact {
+
+// a * b + c: one fused rounding on CUDA; on the CPU the compiler contracts it to an FMA where
+// the instruction set has one (the avx2 kernels) and leaves two roundings elsewhere. Either
+// way the error analysis above holds.
+template <typename T>
+FASTACT_HOST_DEVICE T mul_add(T a, T b, T c) {
+#if defined(__CUDA_ARCH__)
+  return fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// The integer nearest to v (ties to even); NaN and inf pass through. Where the CPU kernels'
+// instruction set has a vector round instruction (FASTACT_ISA_HAS_ROUND, SSE4.1 on), std::rint
+// compiles to it. Elsewhere, branch-free so that it vectorises: adding and subtracting 2^23 (2^52 for double) rounds away the fraction of any
+// |v| < 2^23, and a larger |v| is an integer already.
+template <typename T>
+FASTACT_HOST_DEVICE T round_to_integer(T v) {
+#if defined(__CUDA_ARCH__)
+  return rint(v);
+#elif defined(FASTACT_ISA_HAS_ROUND)
+  return std::rint(v);
+#else
+  const T big = sizeof(T) == 8 ? T(4503599627370496.0) : T(8388608.0);
+  const T shift = v < T(0) ? -big : big;
+  const T rounded = (v + shift) - shift;
+  return abs_value(v) < big ? rounded : v;
+#endif
+}
+
+// |v| with one bit operation (abs_value's select costs three).
+template <typename T>
+FASTACT_HOST_DEVICE T magnitude(T v) {
+#if defined(__CUDA_ARCH__)
+  return fabs(v);
+#else
+  return std::fabs(v);
+#endif
+}
+
+// sin(pi q) and cos(pi q) for q in [0, 1/4] (|pi q| <= pi/4): polynomials in q^2, near-minimax
+// for the relative error on the interval (weighted least squares iterated towards equal
+// ripple, in 60-digit arithmetic), with cos(0) = 1 exactly. Their own error is below
+// 3.3e-9 (float: sin q (4 terms), cos 5 terms) and 3.4e-18 (double: 7 and 8 terms) relative,
+// under half an ulp, so the result is good to about one rounding per operation.
+template <typename T>
+FASTACT_HOST_DEVICE void sincospi_quarter(T q, T& sin_value, T& cos_value) {
+  const T q2 = q * q;
+  T s, c;
+  if constexpr (sizeof(T) == 8) {
+    s = T(0x1.e3eed5ca3247ep-12);
+    s = mul_add(s, q2, T(-0x1.e30063a01d33fp-8));
+    s = mul_add(s, q2, T(0x1.50782fca38aacp-4));
+    s = mul_add(s, q2, T(-0x1.32d2cce2d535fp-1));
+    s = mul_add(s, q2, T(0x1.466bc67758700p+1));
+    s = mul_add(s, q2, T(-0x1.4abbce625be41p+2));
+    s = mul_add(s, q2, T(0x1.921fb54442d18p+1));
+    c = T(-0x1.b263c2807b052p-14);
+    c = mul_add(c, q2, T(0x1.f9cc40a9c4aecp-10));
+    c = mul_add(c, q2, T(-0x1.a6d1ec7e074dbp-6));
+    c = mul_add(c, q2, T(0x1.e1f5068367abdp-3));
+    c = mul_add(c, q2, T(-0x1.55d3c7e3c9280p+0));
+    c = mul_add(c, q2, T(0x1.03c1f081b5aaep+2));
+    c = mul_add(c, q2, T(-0x1.3bd3cc9be45dep+2));
+    c = mul_add(c, q2, T(0x1.0000000000000p+0));
+  } else {
+    s = T(-0x1.2d93020f8ef45p-1);
+    s = mul_add(s, q2, T(0x1.465e91edb88dfp+1));
+    s = mul_add(s, q2, T(-0x1.4abbb900384bap+2));
+    s = mul_add(s, q2, T(0x1.921fb52e6a14ep+1));
+    c = T(0x1.d9d57b00c1358p-3);
+    c = mul_add(c, q2, T(-0x1.55c5dfb0099aap+0));
+    c = mul_add(c, q2, T(0x1.03c1dd95f824ap+2));
+    c = mul_add(c, q2, T(-0x1.3bd3cc7b834e6p+2));
+    c = mul_add(c, q2, T(0x1.0000000000000p+0));
+  }
+  sin_value = s * q;
+  cos_value = c;
+}
+
+// Everything the K terms of one element need, from one sin/cos:
+//   cos(pi k_j t) = (j even ? cos_sign_even : cos_sign_odd) * c_j,
+//   sin(pi k_j t) = (j even ? sin_sign_even : sin_sign_odd) * s_j,
+// where c_j and s_j run the recurrence (dct_advance) from (cos_first, cos_difference) and
+// (sin_first, sin_difference); the differences are D_{-1} = e_0 - e_{-1}.
+// slope is 1 where y depends on x and 0 where boundary="clamp" holds t at 0 or 1 (x outside
+// the domain, or NaN as torch.clamp's gradient gives).
+template <typename T>
+struct DctPoint {
+  T lambda;
+  T cos_first, cos_difference, sin_first, sin_difference;
+  T cos_sign_even, cos_sign_odd, sin_sign_even, sin_sign_odd;
+  T slope;
+};
+
+template <typename T>
+FASTACT_HOST_DEVICE DctPoint<T> dct_point(T x, T scale, T offset, bool odd, bool clamp) {
+  T t = mul_add(x, scale, offset);
+  const bool inside = (t >= T(0)) & (t <= T(1));  // & not &&: no branch
+  t = clamp ? (t < T(0) ? T(0) : (t > T(1) ? T(1) : t)) : t;  // selects: NaN passes
+  const T m = round_to_integer(t);
+  const T d = t - m;  // exact (Sterbenz), as are 1/2 - r and r / 2 below
+  const T r = magnitude(d);
+  const T half_m = m * T(0.5);
+  const bool m_odd = round_to_integer(half_m) != half_m;
+  const T sign_d = d < T(0) ? T(-1) : T(1);
+  // odd: the step is 2 pi r; past r = 1/4 the mirror image q = 1/2 - r keeps it <= pi/2.
+  // all: the step is pi r itself, and q = r / 2 gives sin/cos of half of it.
+  const bool mirrored = odd && r > T(0.25);
+  const T q = odd ? (mirrored ? T(0.5) - r : r) : r * T(0.5);
+  T s, c;
+  sincospi_quarter(q, s, c);
+
+  DctPoint<T> p;
+  p.lambda = T(-4) * s * s;
+  p.slope = (clamp && !inside) ? T(0) : T(1);
+  const T parity = m_odd ? T(-1) : T(1);
+  if (odd) {
+    // cos((2j+1) pi q) starts at (c, D = 0), sin((2j+1) pi q) at (s, D = 2s); mirrored, the two
+    // swap roles and alternate in sign. (-1)^(k m) = (-1)^m for odd k.
+    p.cos_first = mirrored ? s : c;
+    p.cos_difference = mirrored ? T(2) * s : T(0);
+    p.sin_first = mirrored ? c : s;
+    p.sin_difference = mirrored ? T(0) : T(2) * s;
+    const T alternate = mirrored ? T(-1) : T(1);
+    p.cos_sign_even = parity;
+    p.cos_sign_odd = parity * alternate;
+    p.sin_sign_even = parity * sign_d;
+    p.sin_sign_odd = parity * sign_d * alternate;
+  } else {
+    // cos(j psi) starts at (1, D = 1 - cos psi = 2 s^2), sin(j psi) at (0, D = sin psi = 2 s c),
+    // psi = pi r; (-1)^(j m) alternates with j when m is odd.
+    p.cos_first = T(1) + T(0) * s;  // 1, or NaN for NaN x as cos(0 * NaN) is
+    p.cos_difference = T(2) * s * s;
+    p.sin_first = T(0) * s;
+    p.sin_difference = T(2) * s * c;
+    p.cos_sign_even = T(1);
+    p.cos_sign_odd = parity;
+    p.sin_sign_even = sign_d;
+    p.sin_sign_odd = sign_d * parity;
+  }
+  return p;
+}
+
+// One step of the recurrence: e_j -> e_{j+1} (difference carries D_{j-1} -> D_j).
+template <typename T>
+FASTACT_HOST_DEVICE void dct_advance(T lambda, T& value, T& difference) {
+  difference = mul_add(lambda, value, difference);
+  value += difference;
+}
+
+// k_j: the frequency of term j, in half periods over the domain.
+FASTACT_HOST_DEVICE int dct_frequency(int j, bool odd) { return odd ? 2 * j + 1 : j; }
+
+}  // namespace fastact

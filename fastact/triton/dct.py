@@ -1,0 +1,422 @@
+"""DCT-basis activation in Triton, mirroring csrc/include/fastact/dct.h (the reduction of the
+phase, the quarter-period sin/cos polynomials and Reinsch's recurrence; see there for why),
+wrapped as custom ops fastact_triton::dct_activation and ::dct_activation_backward (fake
+kernels and autograd are registered in fastact/dct.py, beside the C++ op's).
+
+The channel of an element comes from index math on the dense memory of x, viewed as
+[outer, channels, inner] (LAYOUT: SHARED one channel, CHANNELS_FASTEST inner == 1, RUNS
+otherwise). The coefficient gradient is two-pass and deterministic: the backward kernels write
+one partial sum per tile (a fixed block of elements of one channel) and term, which
+_sum_pieces_kernel adds in a fixed order. No atomics anywhere.
+"""
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from fastact.triton._common import CompileSpec, compute_dtype, in_layout_of, launch
+
+SHARED, CHANNELS_FASTEST, RUNS = 0, 1, 2
+
+# Every thread holds 8 elements: 128-bit accesses for 16-bit types, two for float32.
+FORWARD_BLOCK, FORWARD_WARPS = 1024, 4  # elements per program
+RUN_TILE, RUN_WARPS = 1024, 4  # backward, channel-constant runs: elements of one channel
+ROW_TILE, CHANNEL_TILE, ROW_WARPS = 64, 32, 8  # backward, channels fastest: [rows, channels]
+SUM_BLOCK, SUM_CHUNK = 512, 64  # pass 2: outputs per program (4 warps); pieces per inner sum
+
+# Coefficients of sin(pi q) / q and cos(pi q) in q^2 (see sincospi_quarter in dct.h).
+_SIN32 = [tl.constexpr(float.fromhex(h)) for h in (
+    "0x1.921fb52e6a14ep+1", "-0x1.4abbb900384bap+2", "0x1.465e91edb88dfp+1",
+    "-0x1.2d93020f8ef45p-1",)]
+_COS32 = [tl.constexpr(float.fromhex(h)) for h in (
+    "0x1.0000000000000p+0", "-0x1.3bd3cc7b834e6p+2", "0x1.03c1dd95f824ap+2",
+    "-0x1.55c5dfb0099aap+0", "0x1.d9d57b00c1358p-3",)]
+_SIN64 = [tl.constexpr(float.fromhex(h)) for h in (
+    "0x1.921fb54442d18p+1", "-0x1.4abbce625be41p+2", "0x1.466bc67758700p+1",
+    "-0x1.32d2cce2d535fp-1", "0x1.50782fca38aacp-4", "-0x1.e30063a01d33fp-8",
+    "0x1.e3eed5ca3247ep-12",)]
+_COS64 = [tl.constexpr(float.fromhex(h)) for h in (
+    "0x1.0000000000000p+0", "-0x1.3bd3cc9be45dep+2", "0x1.03c1f081b5aaep+2",
+    "-0x1.55d3c7e3c9280p+0", "0x1.e1f5068367abdp-3", "-0x1.a6d1ec7e074dbp-6",
+    "0x1.f9cc40a9c4aecp-10", "-0x1.b263c2807b052p-14",)]
+S32_0, S32_1, S32_2, S32_3 = _SIN32
+C32_0, C32_1, C32_2, C32_3, C32_4 = _COS32
+S64_0, S64_1, S64_2, S64_3, S64_4, S64_5, S64_6 = _SIN64
+C64_0, C64_1, C64_2, C64_3, C64_4, C64_5, C64_6, C64_7 = _COS64
+
+
+@triton.jit
+def _round_to_integer(v, ACC: tl.constexpr):
+    # Nearest integer, ties to even: adding and subtracting 2^23 (2^52) rounds the fraction
+    # away; larger |v| are integers already; NaN and inf pass.
+    if ACC == tl.float64:
+        big = 4503599627370496.0
+    else:
+        big = 8388608.0
+    shift = tl.where(v < 0.0, -big, big)
+    rounded = (v + shift) - shift
+    return tl.where(tl.abs(v) < big, rounded, v)
+
+
+@triton.jit
+def _sincospi_quarter(q, ACC: tl.constexpr):
+    # sin(pi q) and cos(pi q) for q in [0, 1/4].
+    q2 = q * q
+    if ACC == tl.float64:
+        s = S64_6 * q2 + S64_5
+        s = s * q2 + S64_4
+        s = s * q2 + S64_3
+        s = s * q2 + S64_2
+        s = s * q2 + S64_1
+        s = s * q2 + S64_0
+        c = C64_7 * q2 + C64_6
+        c = c * q2 + C64_5
+        c = c * q2 + C64_4
+        c = c * q2 + C64_3
+        c = c * q2 + C64_2
+        c = c * q2 + C64_1
+        c = c * q2 + C64_0
+    else:
+        s = S32_3 * q2 + S32_2
+        s = s * q2 + S32_1
+        s = s * q2 + S32_0
+        c = C32_4 * q2 + C32_3
+        c = c * q2 + C32_2
+        c = c * q2 + C32_1
+        c = c * q2 + C32_0
+    return s * q, c
+
+
+@triton.jit
+def _dct_point(x, scale, offset, ODD: tl.constexpr, CLAMP: tl.constexpr, ACC: tl.constexpr):
+    # dct_point of dct.h: cos(pi k_j t) = (j even ? cos_sign_even : cos_sign_odd) * c_j and
+    # sin(pi k_j t) = (j even ? sin_sign_even : sin_sign_odd) * s_j, c_j and s_j from the
+    # recurrence started at (first, difference).
+    t = x * scale + offset
+    flows = (t >= 0.0) & (t <= 1.0)  # used with CLAMP only (NaN: no gradient, as torch.clamp)
+    if CLAMP:
+        t = tl.where(t < 0.0, 0.0, tl.where(t > 1.0, 1.0, t))
+    m = _round_to_integer(t, ACC)
+    d = t - m
+    r = tl.abs(d)
+    half_m = m * 0.5
+    parity = tl.where(_round_to_integer(half_m, ACC) != half_m, -1.0, 1.0)
+    sign_d = tl.where(d < 0.0, -1.0, 1.0)
+    if ODD:
+        mirrored = r > 0.25
+        q = tl.where(mirrored, 0.5 - r, r)
+    else:
+        q = r * 0.5
+    s, c = _sincospi_quarter(q, ACC)
+    lam = -4.0 * s * s
+    if ODD:
+        cos_first = tl.where(mirrored, s, c)
+        cos_difference = tl.where(mirrored, 2.0 * s, 0.0)
+        sin_first = tl.where(mirrored, c, s)
+        sin_difference = tl.where(mirrored, 0.0, 2.0 * s)
+        alternate = tl.where(mirrored, -1.0, 1.0)
+        cos_sign_even = parity
+        cos_sign_odd = parity * alternate
+        sin_sign_even = parity * sign_d
+        sin_sign_odd = parity * sign_d * alternate
+    else:
+        cos_first = 1.0 + 0.0 * s  # NaN in, NaN out
+        cos_difference = 2.0 * s * s
+        sin_first = 0.0 * s
+        sin_difference = 2.0 * s * c
+        cos_sign_even = 1.0 + 0.0 * s
+        cos_sign_odd = parity
+        sin_sign_even = sign_d
+        sin_sign_odd = sign_d * parity
+    return (lam, cos_first, cos_difference, sin_first, sin_difference, cos_sign_even,
+            cos_sign_odd, sin_sign_even, sin_sign_odd, flows)
+
+
+@triton.jit
+def _channel_of(offsets, inner, channels, LAYOUT: tl.constexpr):
+    if LAYOUT == 0:
+        return offsets * 0
+    elif LAYOUT == 1:
+        return offsets % channels
+    else:
+        return (offsets // inner) % channels
+
+
+@triton.jit
+def _dct_forward_kernel(x_ptr, y_ptr, table_ptr, params_ptr, n, inner, channels, stride_c,
+                        stride_j, num_coeffs, LAYOUT: tl.constexpr, ODD: tl.constexpr,
+                        CLAMP: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
+    coeff_ptrs = table_ptr + _channel_of(offsets, inner, channels, LAYOUT) * stride_c
+    lam, value, difference, _, _, sign_even, sign_odd, _, _, _ = _dct_point(
+        x, tl.load(params_ptr), tl.load(params_ptr + 1), ODD, CLAMP, ACC)
+    current = tl.zeros([BLOCK], ACC)  # the sum of the terms of j's parity
+    other = tl.zeros([BLOCK], ACC)
+    for j in range(num_coeffs):
+        f = tl.load(coeff_ptrs + j * stride_j, mask=mask, other=0.0)
+        current += f * value
+        difference += lam * value
+        value += difference
+        current, other = other, current
+    # After K terms the even-j sum is in `current` for even K, in `other` for odd K.
+    even = tl.where(num_coeffs % 2 == 0, current, other)
+    odd = tl.where(num_coeffs % 2 == 0, other, current)
+    y = sign_even * even + sign_odd * odd
+    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _dct_backward_tile(g, x, mask, channel_ptrs, partial_ptrs, partial_mask, num_coeffs,
+                       stride_j, partial_stride_j, params_ptr, ODD: tl.constexpr,
+                       CLAMP: tl.constexpr, GRAD_X: tl.constexpr, GRAD_COEFFS: tl.constexpr,
+                       ACC: tl.constexpr):
+    # One tile's grad_x, and its sums of grad * cos(pi k_j t) over axis 0 (the elements of a
+    # column share a channel) stored at partial_ptrs + j * partial_stride_j. channel_ptrs
+    # point at each element's row of the slope table.
+    (lam, cos_value, cos_difference, sin_value, sin_difference, cos_sign_even, cos_sign_odd,
+     sin_sign_even, sin_sign_odd, flows) = _dct_point(
+        x, tl.load(params_ptr), tl.load(params_ptr + 1), ODD, CLAMP, ACC)
+    weight = g * cos_sign_even
+    weight_other = g * cos_sign_odd
+    slope = tl.zeros(x.shape, ACC)
+    slope_other = tl.zeros(x.shape, ACC)
+    for j in range(num_coeffs):
+        if GRAD_X:
+            slope += tl.load(channel_ptrs + j * stride_j, mask=mask, other=0.0) * sin_value
+            sin_difference += lam * sin_value
+            sin_value += sin_difference
+            slope, slope_other = slope_other, slope
+        if GRAD_COEFFS:
+            part = tl.sum(weight * cos_value, axis=0)
+            tl.store(partial_ptrs + j * partial_stride_j, part, mask=partial_mask)
+            cos_difference += lam * cos_value
+            cos_value += cos_difference
+            weight, weight_other = weight_other, weight
+    even = tl.where(num_coeffs % 2 == 0, slope, slope_other)
+    odd = tl.where(num_coeffs % 2 == 0, slope_other, slope)
+    grad_x = g * (sin_sign_even * even + sin_sign_odd * odd)
+    if CLAMP:
+        grad_x = tl.where(flows, grad_x, 0.0)  # a select: clamp's zero gradient stays 0
+    return grad_x
+
+
+@triton.jit
+def _dct_backward_runs_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_ptr, params_ptr,
+                              per_channel, inner, channels, stride_c, stride_j, num_coeffs,
+                              LAYOUT: tl.constexpr, ODD: tl.constexpr, CLAMP: tl.constexpr,
+                              GRAD_X: tl.constexpr, GRAD_COEFFS: tl.constexpr,
+                              BLOCK: tl.constexpr, ACC: tl.constexpr):
+    # Program (tile, channel): BLOCK consecutive elements of one channel, in memory order.
+    tile = tl.program_id(0).to(tl.int64)
+    channel = tl.program_id(1).to(tl.int64)
+    positions = tile * BLOCK + tl.arange(0, BLOCK)
+    mask = positions < per_channel
+    if LAYOUT == 0:
+        offsets = positions
+    else:
+        offsets = (positions // inner) * (channels * inner) + channel * inner + positions % inner
+    g = tl.load(grad_ptr + offsets, mask=mask, other=0.0).to(ACC)
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
+    channel_ptrs = table_ptr + channel * stride_c + offsets * 0
+    grad_x = _dct_backward_tile(g, x, mask, channel_ptrs,
+                                partial_ptr + tile * num_coeffs * channels + channel, True,
+                                num_coeffs, stride_j, channels, params_ptr, ODD, CLAMP, GRAD_X,
+                                GRAD_COEFFS, ACC)
+    if GRAD_X:
+        tl.store(grad_x_ptr + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _dct_backward_rows_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_ptr, params_ptr,
+                              rows, channels, stride_c, stride_j, num_coeffs, ODD: tl.constexpr,
+                              CLAMP: tl.constexpr, GRAD_X: tl.constexpr,
+                              GRAD_COEFFS: tl.constexpr, ROWS: tl.constexpr,
+                              COLUMNS: tl.constexpr, ACC: tl.constexpr):
+    # Program (row tile, channel tile) of a [rows, channels] tensor (channels fastest).
+    tile = tl.program_id(0).to(tl.int64)
+    row = tile * ROWS + tl.arange(0, ROWS).to(tl.int64)
+    column = tl.program_id(1).to(tl.int64) * COLUMNS + tl.arange(0, COLUMNS)
+    in_columns = column < channels
+    mask = (row < rows)[:, None] & in_columns[None, :]
+    offsets = row[:, None] * channels + column[None, :]
+    g = tl.load(grad_ptr + offsets, mask=mask, other=0.0).to(ACC)
+    x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
+    channel_ptrs = table_ptr + (column * stride_c)[None, :] + offsets * 0
+    partial_ptrs = partial_ptr + tile * num_coeffs * channels + column
+    grad_x = _dct_backward_tile(g, x, mask, channel_ptrs, partial_ptrs, in_columns, num_coeffs,
+                                stride_j, channels, params_ptr, ODD, CLAMP, GRAD_X, GRAD_COEFFS,
+                                ACC)
+    if GRAD_X:
+        tl.store(grad_x_ptr + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _sum_pieces_kernel(partial_ptr, out_ptr, pieces, width, BLOCK: tl.constexpr,
+                       CHUNK: tl.constexpr, ACC: tl.constexpr):
+    # out[i] = sum over pieces p of partial[p, i]: sequential within chunks of CHUNK pieces,
+    # then over the chunk sums. A fixed order: the result does not depend on the launch.
+    columns = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = columns < width
+    total = tl.zeros([BLOCK], ACC)
+    for first in range(0, pieces, CHUNK):
+        chunk = tl.zeros([BLOCK], ACC)
+        for piece in range(first, tl.minimum(first + CHUNK, pieces)):
+            chunk += tl.load(partial_ptr + piece * width + columns, mask=mask, other=0.0)
+        total += chunk
+    tl.store(out_ptr + columns, total, mask=mask)
+
+
+def _channel_view(dense: Tensor, channel_dim: int, rows: int) -> tuple[int, int, int, int]:
+    """(LAYOUT, outer, channels, inner) of a dense tensor's memory (see dct_channel_view in
+    csrc/dct_host.h)."""
+    if rows == 1:
+        return SHARED, 1, 1, dense.numel()
+    inner = dense.stride(channel_dim)
+    return (CHANNELS_FASTEST if inner == 1 else RUNS), dense.numel() // (rows * inner), rows, inner
+
+
+def _tables(coeffs: Tensor, compute: torch.dtype, layout: int, lo: float, hi: float, odd: bool,
+            slope: bool):
+    """(table, stride_c, stride_j, params): the coefficients (or the slope coefficients
+    G_j = -pi k_j F_j * scale) in the compute type, [K, C] when channels are fastest (so that
+    a warp's channels are contiguous) else [C, K]; params = [scale, offset]."""
+    scale, offset = 1.0 / (hi - lo), -lo / (hi - lo)
+    table = coeffs.to(torch.float64)
+    if slope:
+        k = torch.arange(coeffs.shape[1], dtype=torch.float64, device=coeffs.device)
+        table = table * ((2 * k + 1 if odd else k) * (-torch.pi * scale))
+    table = table.to(compute)
+    if layout == CHANNELS_FASTEST:
+        table = table.t().contiguous()
+        strides = (1, table.stride(0))
+    else:
+        table = table.contiguous()
+        strides = (table.stride(0), 1)
+    params = torch.tensor([scale, offset], dtype=compute, device=coeffs.device)
+    return table, strides[0], strides[1], params
+
+
+@torch.library.custom_op("fastact_triton::dct_activation", mutates_args=())
+def dct_activation(x: Tensor, coeffs: Tensor, channel_dim: int, lo: float, hi: float, odd: bool,
+                   clamp: bool) -> Tensor:
+    y = torch.empty_like(x)
+    n = y.numel()
+    if n == 0:
+        return y
+    layout, _, channels, inner = _channel_view(y, channel_dim, coeffs.shape[0])
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    table, stride_c, stride_j, params = _tables(coeffs, compute, layout, lo, hi, odd, False)
+    launch(_dct_forward_kernel, (triton.cdiv(n, FORWARD_BLOCK),), in_layout_of(y, x), y, table,
+           params, n, inner, channels, stride_c, stride_j, coeffs.shape[1], LAYOUT=layout,
+           ODD=odd, CLAMP=clamp, BLOCK=FORWARD_BLOCK, ACC=compute_dtype(x.dtype),
+           num_warps=FORWARD_WARPS)
+    return y
+
+
+def _dense_layout(x: Tensor) -> Tensor:
+    """A tensor with the strides at::empty_like(x) gives (x's own when x is dense)."""
+    return torch.empty_like(x, device="meta")
+
+
+@torch.library.custom_op("fastact_triton::dct_activation_backward", mutates_args=())
+def dct_activation_backward(grad_out: Tensor, x: Tensor, coeffs: Tensor, channel_dim: int,
+                            lo: float, hi: float, odd: bool, clamp: bool,
+                            output_mask: list[bool]) -> tuple[Tensor, Tensor]:
+    need_x, need_coeffs = output_mask
+    grad_x = torch.empty_like(x) if need_x else x.new_empty(0)
+    if x.numel() == 0 or not (need_x or need_coeffs):
+        return grad_x, (coeffs.new_zeros(coeffs.shape) if need_coeffs else coeffs.new_empty(0))
+    like = grad_x if need_x else _dense_layout(x)
+    if x.stride() == like.stride():
+        xd = x
+    else:
+        xd = torch.empty_strided(x.shape, like.stride(), dtype=x.dtype, device=x.device).copy_(x)
+    gd = grad_out if grad_out.stride() == xd.stride() else (
+        torch.empty_strided(x.shape, xd.stride(), dtype=x.dtype, device=x.device).copy_(grad_out))
+    layout, outer, channels, inner = _channel_view(xd, channel_dim, coeffs.shape[0])
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = compute_dtype(x.dtype)
+    table, stride_c, stride_j, params = _tables(coeffs, compute, layout, lo, hi, odd, True)
+    num_coeffs = coeffs.shape[1]
+    if layout == CHANNELS_FASTEST:
+        grid = (triton.cdiv(outer, ROW_TILE), triton.cdiv(channels, CHANNEL_TILE))
+    else:
+        grid = (triton.cdiv(outer * inner, RUN_TILE), channels)
+    partials = torch.empty((grid[0], num_coeffs, channels), dtype=compute, device=x.device) \
+        if need_coeffs else params
+    grad_x_arg = grad_x if need_x else xd
+    if layout == CHANNELS_FASTEST:
+        launch(_dct_backward_rows_kernel, grid, gd, xd, grad_x_arg, partials, table, params, outer,
+               channels, stride_c, stride_j, num_coeffs, ODD=odd, CLAMP=clamp, GRAD_X=need_x,
+               GRAD_COEFFS=need_coeffs, ROWS=ROW_TILE, COLUMNS=CHANNEL_TILE, ACC=acc,
+               num_warps=ROW_WARPS)
+    else:
+        launch(_dct_backward_runs_kernel, grid, gd, xd, grad_x_arg, partials, table, params,
+               outer * inner, inner, channels, stride_c, stride_j, num_coeffs, LAYOUT=layout,
+               ODD=odd, CLAMP=clamp, GRAD_X=need_x, GRAD_COEFFS=need_coeffs, BLOCK=RUN_TILE,
+               ACC=acc, num_warps=RUN_WARPS)
+    if not need_coeffs:
+        return grad_x, coeffs.new_empty(0)
+    width = num_coeffs * channels
+    sums = torch.empty(width, dtype=compute, device=x.device)
+    launch(_sum_pieces_kernel, (triton.cdiv(width, SUM_BLOCK),), partials, sums, grid[0], width,
+           BLOCK=SUM_BLOCK, CHUNK=SUM_CHUNK, ACC=acc)
+    return grad_x, sums.view(num_coeffs, channels).t().contiguous().to(coeffs.dtype)
+
+
+def _specs() -> list[CompileSpec]:
+    """What `make check-cuda` compiles: every kernel in the four dtypes for the common
+    configuration (odd basis, periodic), plus the other basis/boundary in float32."""
+    types = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
+             torch.float64: "fp64"}
+    specs = []
+    for dtype, ttype in types.items():
+        acc = compute_dtype(dtype)
+        ctype = "fp64" if dtype == torch.float64 else "fp32"
+        variants = [(True, False)] + ([(False, True)] if dtype == torch.float32 else [])
+        for odd, clamp in variants:
+            for layout in (CHANNELS_FASTEST, RUNS, SHARED):
+                specs.append(CompileSpec(
+                    _dct_forward_kernel,
+                    {"x_ptr": f"*{ttype}", "y_ptr": f"*{ttype}", "table_ptr": f"*{ctype}",
+                     "params_ptr": f"*{ctype}", "n": "i64", "inner": "i64", "channels": "i64",
+                     "stride_c": "i64", "stride_j": "i64", "num_coeffs": "i32",
+                     "LAYOUT": "constexpr", "ODD": "constexpr", "CLAMP": "constexpr",
+                     "BLOCK": "constexpr", "ACC": "constexpr"},
+                    {"LAYOUT": layout, "ODD": odd, "CLAMP": clamp, "BLOCK": FORWARD_BLOCK,
+                     "ACC": acc}, FORWARD_WARPS))
+            backward = {"grad_ptr": f"*{ttype}", "x_ptr": f"*{ttype}", "grad_x_ptr": f"*{ttype}",
+                        "partial_ptr": f"*{ctype}", "table_ptr": f"*{ctype}",
+                        "params_ptr": f"*{ctype}"}
+            flags = {"ODD": odd, "CLAMP": clamp, "GRAD_X": True, "GRAD_COEFFS": True, "ACC": acc}
+            specs.append(CompileSpec(
+                _dct_backward_rows_kernel,
+                {**backward, "rows": "i64", "channels": "i64", "stride_c": "i64",
+                 "stride_j": "i64", "num_coeffs": "i32", "ODD": "constexpr", "CLAMP": "constexpr",
+                 "GRAD_X": "constexpr", "GRAD_COEFFS": "constexpr", "ROWS": "constexpr",
+                 "COLUMNS": "constexpr", "ACC": "constexpr"},
+                {**flags, "ROWS": ROW_TILE, "COLUMNS": CHANNEL_TILE}, ROW_WARPS))
+            for layout in (RUNS, SHARED):
+                specs.append(CompileSpec(
+                    _dct_backward_runs_kernel,
+                    {**backward, "per_channel": "i64", "inner": "i64", "channels": "i64",
+                     "stride_c": "i64", "stride_j": "i64", "num_coeffs": "i32",
+                     "LAYOUT": "constexpr", "ODD": "constexpr", "CLAMP": "constexpr",
+                     "GRAD_X": "constexpr", "GRAD_COEFFS": "constexpr", "BLOCK": "constexpr",
+                     "ACC": "constexpr"},
+                    {**flags, "LAYOUT": layout, "BLOCK": RUN_TILE}, RUN_WARPS,
+                    # Runs are gathered by index math (a run may end inside a vector).
+                    vector_loads=layout == SHARED))
+    for ctype, acc in (("fp32", tl.float32), ("fp64", tl.float64)):
+        specs.append(CompileSpec(
+            _sum_pieces_kernel,
+            {"partial_ptr": f"*{ctype}", "out_ptr": f"*{ctype}", "pieces": "i64", "width": "i64",
+             "BLOCK": "constexpr", "CHUNK": "constexpr", "ACC": "constexpr"},
+            {"BLOCK": SUM_BLOCK, "CHUNK": SUM_CHUNK, "ACC": acc}))
+    return specs
+
+
+COMPILE_SPECS = _specs()

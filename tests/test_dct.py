@@ -1,0 +1,622 @@
+"""DCT-basis activation (ENN) on every backend against fastact.reference in float64: values,
+gradients of x and coeffs, layouts, dtypes, bases, boundaries, domain edges and special
+values, the ENN authors' formula, deterministic coefficient gradients, opcheck,
+torch.compile, the module, and bad input."""
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from fastact_testing import BACKEND_DEVICES, FLOAT_DTYPES, KERNEL_BACKEND_DEVICES, interpreted
+
+import fastact
+
+# Error bounds, from the math of csrc/include/fastact/dct.h, per dtype as (u, v): u the unit
+# roundoff of the compute type (float32 for the 16-bit types), v that of the output.
+#  - t = x * scale + offset is one rounding, and scale and offset are rounded to the compute
+#    type: |dt| <= u (|t| + |x scale| + |offset|) =: u T, a phase error pi k_j u T in term j;
+#  - the polynomial sin/cos of the reduced phase (exact reductions) is good to ~2u, and
+#    Reinsch's recurrence adds <= ~2u per step (measured: <= 2j u), so term j is off by at
+#    most (4 + 4j) u beyond the phase error;
+#  - so |y - y_ref| <= u sum_j |F_j| (pi k_j T + 4 + 4j) + v |y_ref|, and the float64 reference
+#    has the same kind of error in float64 (covered by the factor 2 below for float64).
+# grad_x is the same series with coefficients G_j = -pi k_j F_j scale; grad_coeffs[c, j] sums
+# grad * cos(pi k_j t) over the channel's n elements, adding at most n u sum|grad| of summation
+# error in any order (the kernels' blocked sums do far better; this bound holds for all).
+ROUNDING = {
+    torch.float64: (2.0**-53, 2.0**-53),
+    torch.float32: (2.0**-24, 2.0**-24),
+    torch.bfloat16: (2.0**-24, 2.0**-8),
+    torch.float16: (2.0**-24, 2.0**-11),
+}
+SAFETY = 2.0  # implementation and float64 reference both err (the reference only in float64)
+
+
+def output_roundoff(dtype, backend, device):
+    """v of ROUNDING, except that the Triton interpreter converts float32 to bfloat16 by
+    truncation (a GPU rounds to nearest): up to one ulp, 2^-7 relative."""
+    if dtype == torch.bfloat16 and interpreted(backend, device):
+        return 2.0**-7
+    return ROUNDING[dtype][1]
+
+
+def frequencies_of(num_coeffs, frequencies, dtype=torch.float64):
+    k = torch.arange(num_coeffs, dtype=dtype)
+    return 2 * k + 1 if frequencies == "odd" else k
+
+
+def broadcast_coeffs(coeffs2d, x, channel_dim):
+    """[rows, K] -> a tensor broadcasting against x[..., None]."""
+    shape = [1] * x.dim() + [coeffs2d.shape[1]]
+    if coeffs2d.shape[0] > 1:
+        shape[channel_dim] = coeffs2d.shape[0]
+    return coeffs2d.reshape(shape)
+
+
+def term_bounds(x, num_coeffs, domain, frequencies, u):
+    """u (pi k_j T + 4 + 4j) per element and term, [*x.shape, K] (see the top of the file)."""
+    lo, hi = domain
+    scale, offset = 1 / (hi - lo), -lo / (hi - lo)
+    x64 = x.detach().double().cpu()
+    t = x64 * scale + offset
+    spread = (t.abs() + (x64 * scale).abs() + abs(offset)).nan_to_num(0, 0, 0)
+    k = frequencies_of(num_coeffs, frequencies)
+    j = torch.arange(num_coeffs, dtype=torch.float64)
+    return u * (math.pi * k * spread.unsqueeze(-1) + 4 + 4 * j)
+
+
+def series_bound(x, coeffs2d, channel_dim, domain, frequencies, u):
+    """u sum_j |F_j| (pi k_j T + 4 + 4j) per element."""
+    magnitude = broadcast_coeffs(coeffs2d.detach().double().cpu().abs(), x, channel_dim)
+    return (magnitude * term_bounds(x, coeffs2d.shape[1], domain, frequencies, u)).sum(-1)
+
+
+def rounding_floor(dtype):
+    """The largest rounding error of a result near 0: the smallest subnormal of the dtype."""
+    info = torch.finfo(dtype)
+    return info.tiny * info.eps
+
+
+def run(backend, x, coeffs, **kwargs):
+    with fastact.use_backend(backend):
+        return fastact.dct_activation(x, coeffs, **kwargs)
+
+
+def reference64(x, coeffs, grad, **kwargs):
+    """Values and gradients of the float64 reference (CPU)."""
+    x64 = x.detach().double().cpu().requires_grad_()
+    c64 = coeffs.detach().double().cpu().requires_grad_()
+    y = fastact.reference.dct_activation(x64, c64, **kwargs)
+    y.backward(grad.detach().double().cpu())
+    return y.detach(), x64.grad, c64.grad
+
+
+def assert_within(actual, expected, bound, what):
+    actual = actual.detach().double().cpu()
+    error = (actual - expected).abs()
+    both_nan = actual.isnan() & expected.isnan()
+    bad = ~both_nan & ~(error <= bound)
+    if bad.any():
+        i = bad.nonzero()[0].tolist()
+        ratio = (error / bound.clamp_min(1e-300))[~both_nan].max().item()
+        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.numel()} outside the bound "
+                             f"(worst error/bound {ratio:.3g}); first at {i}: got "
+                             f"{actual[tuple(i)].item()!r}, expected {expected[tuple(i)].item()!r}, "
+                             f"bound {bound[tuple(i)].item():.3g}")
+
+
+def check_against_reference(backend, x, coeffs, grad=None, **kwargs):
+    """y, grad_x and grad_coeffs of `backend` against the float64 reference, within the error
+    bounds of the dtype (see ROUNDING)."""
+    channel_dim = kwargs.get("channel_dim", 1) % max(x.dim(), 1)
+    domain = kwargs.get("domain", (-1.0, 1.0))
+    frequencies = kwargs.get("frequencies", "odd")
+    x = x.detach().requires_grad_()
+    coeffs = coeffs.detach().requires_grad_()
+    y = run(backend, x, coeffs, **kwargs)
+    assert y.dtype == x.dtype and y.shape == x.shape and y.device == x.device
+    grad = torch.randn_like(y) if grad is None else grad
+    y.backward(grad)
+    y64, gx64, gc64 = reference64(x, coeffs, grad, **kwargs)
+    u = ROUNDING[x.dtype][0]
+    v = output_roundoff(x.dtype, backend, x.device.type)
+    factor = SAFETY if x.dtype == torch.float64 else 1.0
+    floor = rounding_floor(x.dtype)
+    table = coeffs.detach().reshape(-1, coeffs.shape[-1])
+    num_coeffs = table.shape[1]
+    assert_within(y, y64, factor * series_bound(x, table, channel_dim, domain, frequencies, u)
+                  + v * y64.abs() + floor, "y")
+    # grad_x: the series of the slope coefficients G_j = -pi k_j F_j scale, times grad.
+    k = frequencies_of(num_coeffs, frequencies).to(table.device)
+    slopes = table.double() * k * (math.pi / (domain[1] - domain[0]))
+    g64 = grad.detach().double().cpu()
+    assert_within(x.grad, gx64, factor * g64.abs() * series_bound(
+        x, slopes, channel_dim, domain, frequencies, u) + v * gx64.abs() + floor, "grad_x")
+    # grad_coeffs: per channel, the sum over its n elements of grad * cos_j: each term's error
+    # plus n u sum |grad| of summation error.
+    terms = g64.abs().unsqueeze(-1) * term_bounds(x, num_coeffs, domain, frequencies, u)
+    magnitudes = g64.abs().unsqueeze(-1).expand(terms.shape)
+    if table.shape[0] > 1:
+        dims = [d for d in range(x.dim()) if d != channel_dim]
+        terms, magnitudes = terms.sum(dims), magnitudes.sum(dims)
+        count = x.numel() // table.shape[0]
+    else:
+        terms = terms.reshape(-1, num_coeffs).sum(0, keepdim=True)
+        magnitudes = magnitudes.reshape(-1, num_coeffs).sum(0, keepdim=True)
+        count = x.numel()
+    uc = ROUNDING[coeffs.dtype][1]
+    expected = gc64.reshape(terms.shape)
+    bound = factor * (terms + count * u * magnitudes) + uc * expected.abs() + rounding_floor(
+        coeffs.dtype)
+    assert coeffs.grad.dtype == coeffs.dtype and coeffs.grad.shape == coeffs.shape
+    assert_within(coeffs.grad.reshape(bound.shape), expected, bound, "grad_coeffs")
+    return y
+
+
+# (shape, channel_dim, rows of coeffs ("C" = one per channel, 1 = shared), K, frequencies,
+#  boundary, domain)
+CASES = [
+    ((64, 37), 1, "C", 6, "odd", "periodic", (-1.0, 1.0)),         # [N, C]: channels fastest
+    ((3, 5, 7, 9), 1, "C", 7, "all", "clamp", (-0.5, 0.7)),        # NCHW: channel-constant runs
+    ((2, 9, 20), -1, "C", 16, "odd", "clamp", (-2.0, 3.0)),         # [B, T, C], channel_dim=-1
+    ((1000,), 0, 1, 1, "all", "periodic", (-1.0, 1.0)),             # shared [1, K]
+    ((5, 6, 33), 1, 1, 2, "odd", "periodic", (-1 + 1 / 512, 1 + 1 / 512)),  # shared, ENN domain
+    ((4, 33, 40), 1, "C", 33, "all", "periodic", (-1.0, 1.0)),      # K > 32
+]
+
+
+def case_params():
+    for pair in BACKEND_DEVICES:
+        for dtype in FLOAT_DTYPES:
+            for i, case in enumerate(CASES):
+                yield pytest.param(*pair.values, dtype, case, marks=pair.marks,
+                                   id=f"{pair.id}-{str(dtype)[6:]}-case{i}")
+
+
+@pytest.mark.parametrize("backend, device, dtype, case", list(case_params()))
+def test_matches_reference(backend, device, dtype, case):
+    shape, channel_dim, rows, num_coeffs, frequencies, boundary, domain = case
+    x = torch.randn(shape, device=device).mul_(1.3).to(dtype)
+    rows = x.shape[channel_dim] if rows == "C" else rows
+    coeffs = torch.randn(rows, num_coeffs, device=device).to(dtype)
+    check_against_reference(backend, x, coeffs, channel_dim=channel_dim, domain=domain,
+                            frequencies=frequencies, boundary=boundary)
+
+
+@pytest.mark.parametrize("frequencies", ["odd", "all"])
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_float32_error_is_near_the_unit_roundoff(backend, device, frequencies):
+    """The bound above is a worst case over wide inputs; on the domain the error is a few ulps.
+    Term j's error is at most pi k_j u / 2 (t in [0, 1]) plus the recurrence's ~2j u, so
+    |y - y_ref| <= 4 u sum_j |F_j| max(k_j, 1) at K = 16, with x dense near the edges and the
+    middle, where a three-term Chebyshev recurrence errs most (it reaches 5.9 here for "all";
+    these kernels about 2.4, torch's float32 cos of pi k t 3.4)."""
+    x = torch.cat([torch.linspace(-1, 1, 2001), torch.linspace(-1, -0.999, 101),
+                   torch.linspace(0.999, 1, 101), torch.linspace(-0.001, 0.001, 101)])
+    x = x.to(device)
+    k = frequencies_of(16, frequencies, torch.float64).to(device)
+    for _ in range(5):
+        coeffs = torch.randn(1, 16, device=device)
+        y = run(backend, x, coeffs, frequencies=frequencies)
+        y64 = fastact.reference.dct_activation(x.double(), coeffs.double(), frequencies=frequencies)
+        limit = 4 * 2.0**-24 * (coeffs.double().abs() * k.clamp_min(1)).sum()
+        if backend == "reference":
+            limit *= 1.5  # torch.cos of the float32 phase pi k t
+        assert (y.double() - y64).abs().max() <= limit
+
+
+def layouts(device):
+    base = torch.randn(4, 6, 5, 8, device=device) * 1.5
+    return {
+        "contiguous": (base, 1),
+        "channels_last": (base.to(memory_format=torch.channels_last), 1),
+        "last_dim": (base, -1),
+        "transposed": (base.transpose(1, 3), 1),
+        "sliced": (base[:, ::2, 1:4, ::3], 1),
+        "expanded": (torch.randn(1, 6, 1, 8, device=device).expand(4, 6, 5, 8), 1),
+        "offset_by_one_element": (base.flatten()[1:].view(-1, 7, 137)[:, :, :135], 1),
+    }
+
+
+@pytest.mark.parametrize("layout", list(layouts("cpu")))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
+def test_layouts(backend, device, dtype, layout):
+    x, channel_dim = layouts(device)[layout]
+    x = x.to(dtype)
+    coeffs = torch.randn(x.shape[channel_dim], 6, device=device).to(dtype)
+    before = x.clone()
+    grad = torch.randn(x.shape, device=device).to(dtype)  # contiguous, unlike most x
+    y = check_against_reference(backend, x, coeffs, grad, channel_dim=channel_dim)
+    assert y.stride() == torch.empty_like(x).stride()  # as the fake kernel says
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
+def test_shared_coefficients_any_rank_and_channel_dim(backend, device):
+    for shape, channel_dim in [((), 0), ((7,), -1), ((3, 4, 5), 2), ((3, 4, 5), -3)]:
+        x = torch.randn(shape, device=device)
+        for coeffs in (torch.randn(5, device=device), torch.randn(1, 5, device=device)):
+            check_against_reference(backend, x, coeffs, channel_dim=channel_dim)
+
+
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_odd_sizes(backend, device):
+    sizes = [1, 7, 1023] + ([] if interpreted(backend, device) else [2**20 + 3])
+    for n in sizes:
+        x = torch.randn(n, device=device) * 2
+        check_against_reference(backend, x, torch.randn(1, 6, device=device))
+        rows = torch.randn(3, n, device=device)  # channels fastest with n channels
+        check_against_reference(backend, rows, torch.randn(n, 5, device=device))
+
+
+def special_points(lo, hi):
+    width = hi - lo
+    return [lo, hi, lo + width / 2, lo + width / 4, lo + 3 * width / 4, lo - width, hi + width,
+            lo - 0.3 * width, hi + 2.7 * width, lo + 1e-7 * width, hi - 1e-7 * width,
+            lo - 1e6 * width, 1e30, -1e30, math.inf, -math.inf, math.nan]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy: inf - inf
+@pytest.mark.parametrize("boundary", ["periodic", "clamp"])
+@pytest.mark.parametrize("frequencies", ["odd", "all"])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_domain_edges_and_special_values(backend, device, dtype, frequencies, boundary):
+    """x exactly at lo, hi, the middle and quarters, outside (periodic: the series repeats;
+    clamp: held at the edge, no gradient), huge, +-inf and NaN: within the bounds of the
+    reference, NaN where the reference gives NaN."""
+    domain = (-0.75, 1.25)
+    x = torch.tensor(special_points(*domain), device=device).to(dtype)
+    coeffs = torch.randn(1, 5, device=device).to(dtype)
+    kwargs = dict(domain=domain, frequencies=frequencies, boundary=boundary)
+    if boundary == "clamp":
+        check_against_reference(backend, x, coeffs, **kwargs)
+        xg = x.detach().requires_grad_()
+        run(backend, xg, coeffs, **kwargs).backward(torch.full_like(x, math.inf))
+        t = (x.double().cpu() - domain[0]) / (domain[1] - domain[0])
+        outside = ~((t >= 0) & (t <= 1))  # NaN included, as torch.clamp's gradient
+        assert (xg.grad.cpu()[outside] == 0).all()
+    else:
+        finite = x.isfinite() & (x.abs() < 1e6)  # huge |x|: the phase itself is unknowable
+        check_against_reference(backend, x[finite], coeffs, **kwargs)
+        y = run(backend, x, coeffs, **kwargs)
+        assert y[~x.isfinite()].isnan().all()  # cos of an infinite or NaN phase
+
+
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_gradcheck_float64(backend, device):
+    torch.manual_seed(1)
+    for kwargs, rows in [(dict(), 3), (dict(frequencies="all", boundary="clamp",
+                                            domain=(-0.6, 0.8)), 3), (dict(channel_dim=-1), 5),
+                         (dict(), 1)]:
+        x = (torch.randn(4, 3, 5, dtype=torch.float64, device=device) * 1.2).requires_grad_()
+        coeffs = torch.randn(rows, 4, dtype=torch.float64, device=device, requires_grad=True)
+        with fastact.use_backend(backend):
+            assert torch.autograd.gradcheck(
+                lambda a, b: fastact.dct_activation(a, b, **kwargs), (x, coeffs))
+
+
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
+def test_gradgradcheck_through_the_reference(backend, device):
+    x = torch.randn(4, 3, dtype=torch.float64, device=device, requires_grad=True)
+    coeffs = torch.randn(3, 4, dtype=torch.float64, device=device, requires_grad=True)
+    with fastact.use_backend(backend):
+        assert torch.autograd.gradgradcheck(
+            lambda a, b: fastact.dct_activation(a, b, boundary="clamp"), (x, coeffs))
+
+
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
+def test_only_the_requested_gradients(backend, device):
+    x = torch.randn(6, 4, device=device)
+    coeffs = torch.randn(4, 3, device=device)
+    xg, cg = x.clone().requires_grad_(), coeffs.clone().requires_grad_()
+    run(backend, xg, cg).sum().backward()
+    x_only = x.clone().requires_grad_()
+    run(backend, x_only, coeffs).sum().backward()
+    coeffs_only = coeffs.clone().requires_grad_()
+    run(backend, x, coeffs_only).sum().backward()
+    assert torch.equal(x_only.grad, xg.grad) and torch.equal(coeffs_only.grad, cg.grad)
+
+
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_empty(backend, device):
+    for shape in [(0,), (3, 0, 5), (0, 4)]:
+        x = torch.empty(shape, device=device, requires_grad=True)
+        rows = shape[1] if len(shape) > 1 and shape[1] else 1
+        coeffs = torch.randn(rows, 4, device=device, requires_grad=True)
+        y = run(backend, x, coeffs)
+        y.sum().backward()
+        assert y.shape == shape and x.grad.shape == shape
+        assert torch.equal(coeffs.grad, torch.zeros_like(coeffs))
+
+
+def enn_sigma(z, coeffs, num_samples=512):
+    """The ENN authors' activation, as their code writes it (PAPERS.md section 3):
+    sigma(z) = sum_q F_q cos(pi (2q - 1) (2 zbar - 1) / (2N)),  zbar = (N / 2) (z + 1)."""
+    n = num_samples
+    zbar = (n / 2) * (z + 1)
+    q = torch.arange(1, coeffs.shape[-1] + 1, dtype=z.dtype, device=z.device)
+    return (coeffs * torch.cos(math.pi * (2 * q - 1) * (2 * zbar.unsqueeze(-1) - 1) / (2 * n))).sum(-1)
+
+
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_reproduces_the_enn_authors_formula(backend, device):
+    """domain = (-1 + 1/N, 1 + 1/N) gives the authors' phase (2 zbar - 1) / (2N) exactly: in
+    float64 to ~1e-15, in float32 within float32's rounding of the phase and terms."""
+    n = 512
+    z = torch.cat([torch.linspace(-1.5, 1.5, 3001), torch.tensor([-1.0, 1.0, 0.0])]).to(device)
+    init = fastact.nn.fit_coeffs(lambda v: v, 6, domain=(-1 + 1 / n, 1 + 1 / n)).to(device)
+    for coeffs in (init, torch.randn(6, dtype=torch.float64, device=device)):
+        expected = enn_sigma(z.double(), coeffs.double())
+        kwargs = dict(domain=(-1 + 1 / n, 1 + 1 / n))
+        y64 = run(backend, z.double(), coeffs.double(), **kwargs)
+        assert (y64 - expected).abs().max() <= 1e-14 * coeffs.abs().sum()
+        y32 = run(backend, z.float(), coeffs.float(), **kwargs)
+        bound = series_bound(z, coeffs.reshape(1, -1), 0, kwargs["domain"], "odd", 2.0**-24)
+        bound += 2.0**-24 * expected.abs().cpu()  # the float32 result's own rounding
+        assert ((y32.double() - expected).abs().cpu() <= bound).all()
+        # The authors' own float32 evaluation is no closer to their float64 one than ours.
+        theirs = enn_sigma(z.float(), coeffs.float()).double()
+        assert (y32.double() - expected).abs().max() <= (theirs - expected).abs().max()
+
+
+def test_coefficient_gradients_are_bitwise_deterministic():
+    """Across runs and across 1 and 2 threads, for every work split: rows of channels (many
+    row pieces), channel-constant runs (several pieces per channel) and shared coefficients."""
+    cases = [
+        (torch.randn(4096, 64), 1, 64),
+        (torch.randn(8, 4, 64, 80), 1, 4),
+        (torch.randn(300_000), 0, 1),
+        (torch.randn(32, 50, 24).to(memory_format=torch.contiguous_format), -1, 24),
+    ]
+    threads = torch.get_num_threads()
+    try:
+        for x, channel_dim, rows in cases:
+            coeffs = torch.randn(rows, 6)
+            grad = torch.randn_like(x)
+            results = []
+            for n in (1, 2, 2, 1):
+                torch.set_num_threads(n)
+                c = coeffs.clone().requires_grad_()
+                xg = x.clone().requires_grad_()
+                fastact.dct_activation(xg, c, channel_dim=channel_dim).backward(grad)
+                results.append((c.grad, xg.grad))
+            for c_grad, x_grad in results[1:]:
+                assert torch.equal(c_grad, results[0][0])
+                assert torch.equal(x_grad, results[0][1])
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
+def test_coefficient_gradients_repeat_exactly(backend, device):
+    x = torch.randn(200, 48, device=device)
+    grad = torch.randn_like(x)
+    coeffs = torch.randn(48, 5, device=device)
+    ops = torch.ops.fastact_triton if backend == "triton" else torch.ops.fastact
+    first = ops.dct_activation_backward(grad, x, coeffs, 1, -1.0, 1.0, True, False, [True, True])
+    again = ops.dct_activation_backward(grad, x, coeffs, 1, -1.0, 1.0, True, False, [True, True])
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+
+
+def opcheck_samples(device):
+    x = torch.randn(3, 4, 5, device=device)
+    c = torch.randn(4, 6, device=device)
+    arguments = (1, -1.0, 1.0, True, False)
+    return [
+        (x, c, arguments),
+        (x.to(torch.bfloat16), c, (1, -0.5, 2.0, False, True)),
+        (x.double(), c.double(), arguments),
+        (x.to(torch.float16), c.to(torch.float16), arguments),
+        (x.transpose(0, 2), torch.randn(5, 6, device=device), (0, -1.0, 1.0, True, True)),
+        (x.unsqueeze(0).to(memory_format=torch.channels_last), torch.randn(3, 2, device=device),
+         (1, -1.0, 1.0, True, False)),
+        (x, torch.randn(1, 3, device=device), (2, -1.0, 1.0, False, False)),
+        (torch.empty(0, 4, device=device), c, arguments),
+    ]
+
+
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
+def test_opcheck(backend, device):
+    ops = torch.ops.fastact_triton if backend == "triton" else torch.ops.fastact
+    for x, c, arguments in opcheck_samples(device):
+        torch.library.opcheck(ops.dct_activation.default,
+                              (x.requires_grad_(), c.requires_grad_(), *arguments))
+        for mask in ([True, True], [True, False], [False, True]):
+            torch.library.opcheck(ops.dct_activation_backward.default,
+                                  (torch.randn_like(x), x.detach(), c.detach(), *arguments, mask))
+
+
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_torch_compile_fullgraph(backend, device):
+    torch._dynamo.reset()
+    layer = fastact.nn.DCTActivation(8, 6, domain=(-2.0, 2.0)).to(device)
+
+    def model(x):
+        return layer(x * 0.5).square().sum()
+
+    x = torch.randn(16, 8, device=device, requires_grad=True)
+    with fastact.use_backend(backend):
+        compiled = torch.compile(model, fullgraph=True)
+        compiled(x).backward()
+        eager_x = x.detach().clone().requires_grad_()
+        layer_grad = layer.coeffs.grad.clone()
+        layer.coeffs.grad = None
+        model(eager_x).backward()
+    torch.testing.assert_close(x.grad, eager_x.grad)
+    torch.testing.assert_close(layer_grad, layer.coeffs.grad)
+
+
+def test_module():
+    layer = fastact.nn.DCTActivation(4, 6)
+    assert layer.coeffs.shape == (4, 6) and list(dict(layer.named_parameters())) == ["coeffs"]
+    assert repr(layer) == ("DCTActivation(4, num_coeffs=6, channel_dim=1, domain=(-1.0, 1.0), "
+                           "frequencies='odd', boundary='periodic')")
+    # ENN's initialisation: f(x) ~ x, the odd basis's projection -8 / (pi k)^2 of the ramp.
+    k = torch.arange(6, dtype=torch.float64) * 2 + 1
+    torch.testing.assert_close(layer.coeffs[0].double(), -8 / (math.pi * k) ** 2,
+                               atol=1e-6, rtol=0)
+    x = torch.linspace(-1, 1, 1001).expand(3, 4, 1001)
+    # The 6-term series' truncation error at the ends: sum over odd k >= 13 of 8/(pi k)^2 = 0.034.
+    assert (layer(x) - x).abs().max() < 0.04
+    relu = fastact.nn.DCTActivation(1, 16, frequencies="all", init="relu")
+    assert (relu(x) - torch.relu(x)).abs().max() < 0.03  # truncation: 0.025, at the kink
+    zeros = fastact.nn.DCTActivation(2, 3, init="zeros", channel_dim=-1, dtype=torch.float64)
+    assert zeros.coeffs.dtype == torch.float64 and not zeros.coeffs.any()
+    given = torch.arange(12.0).view(4, 3)
+    assert torch.equal(fastact.nn.DCTActivation(4, 3, init=given).coeffs.detach(), given)
+    assert torch.equal(fastact.nn.DCTActivation(4, 3, init=given[0]).coeffs.detach(),
+                       given[0].expand(4, 3))
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), fastact.nn.DCTActivation(4),
+                                torch.nn.Linear(4, 2))
+    model(torch.randn(7, 5)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    sequence = fastact.nn.DCTActivation(6, channel_dim=-1, boundary="clamp")
+    assert sequence(torch.randn(2, 3, 6)).shape == (2, 3, 6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(num_channels=0), ValueError, ["num_channels", "positive"]),
+        (dict(num_coeffs=2.5), ValueError, ["num_coeffs"]),
+        (dict(init="ones"), ValueError, ["init", "'identity'"]),
+        (dict(init=torch.zeros(3, 3)), ValueError, ["init", "[4, 6]"]),
+        (dict(frequencies="even"), ValueError, ["frequencies", "'odd'"]),
+        (dict(domain=(1.0, 1.0)), ValueError, ["domain", "lo < hi"]),
+    ],
+)
+def test_module_bad_arguments(kwargs, error, words):
+    arguments = dict(num_channels=4, num_coeffs=6) | kwargs
+    with pytest.raises(error) as info:
+        fastact.nn.DCTActivation(**arguments)
+    for word in words:
+        assert word in str(info.value)
+
+
+def bad_calls():
+    x = torch.randn(2, 3, 4)
+    c = torch.randn(3, 6)
+    return [
+        ((x, torch.randn(4, 6)), {}, ValueError, ["coeffs has 4 rows", "3 channels", "channel_dim=1"]),
+        ((x, c), dict(domain=(1.0, 1.0)), ValueError, ["domain", "lo < hi"]),
+        ((x, c), dict(domain=(2.0, -1.0)), ValueError, ["domain"]),
+        ((x, c), dict(domain=(0.0, math.inf)), ValueError, ["domain", "finite"]),
+        ((x, c), dict(domain=(0.0, math.nan)), ValueError, ["domain"]),
+        ((x, c), dict(domain=1.0), ValueError, ["domain", "pair"]),
+        ((x, c), dict(frequencies="even"), ValueError, ["frequencies", "'odd'", "'all'"]),
+        ((x, c), dict(boundary="wrap"), ValueError, ["boundary", "'periodic'", "'clamp'"]),
+        ((torch.arange(6).view(2, 3), c), {}, TypeError, ["x", "torch.int64"]),
+        ((x, c.int()), {}, TypeError, ["coeffs", "torch.int32"]),
+        ((x, c.to("meta")), {}, RuntimeError, ["one device", "coeffs on meta"]),
+        ((x, c), dict(channel_dim=3), ValueError, ["channel_dim 3", "3 dimensions"]),
+        ((x, c), dict(channel_dim=-4), ValueError, ["channel_dim -4"]),
+        ((x, c), dict(channel_dim=1.0), TypeError, ["channel_dim", "int"]),
+        ((x, torch.randn(3, 6, 1)), {}, ValueError, ["coeffs must have shape"]),
+        ((x, torch.randn(3, 0)), {}, ValueError, ["num_coeffs >= 1"]),
+        (([1.0], c), {}, TypeError, ["x", "torch.Tensor"]),
+    ]
+
+
+@pytest.mark.parametrize("args, kwargs, error, words", bad_calls())
+def test_bad_input(args, kwargs, error, words):
+    before = [a.clone() for a in args if isinstance(a, torch.Tensor) and a.device.type == "cpu"]
+    with pytest.raises(error) as info:
+        fastact.dct_activation(*args, **kwargs)
+    for word in words:
+        assert word in str(info.value)
+    assert "fastact.dct_activation" in str(info.value)
+    after = [a for a in args if isinstance(a, torch.Tensor) and a.device.type == "cpu"]
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+def test_native_op_checks_its_arguments():
+    x, c = torch.randn(2, 3), torch.randn(3, 4)
+    op, backward = torch.ops.fastact.dct_activation, torch.ops.fastact.dct_activation_backward
+    with pytest.raises(TypeError, match="x must be a float16, bfloat16, float32 or float64"):
+        op(torch.arange(3), c, 0, -1.0, 1.0, True, False)
+    with pytest.raises(RuntimeError, match="coeffs has 4 rows but x has 3 channels"):
+        op(x, torch.randn(4, 4), 1, -1.0, 1.0, True, False)
+    with pytest.raises(RuntimeError, match="channel_dim 2 is out of range"):
+        op(x, c, 2, -1.0, 1.0, True, False)
+    with pytest.raises(RuntimeError, match="domain .* finite with lo < hi"):
+        op(x, c, 1, 1.0, 1.0, True, False)
+    with pytest.raises(RuntimeError, match=r"coeffs must have shape \[channels, num_coeffs\]"):
+        op(x, torch.randn(4), 1, -1.0, 1.0, True, False)
+    with pytest.raises(RuntimeError, match="grad_out .* must match x"):
+        backward(torch.randn(3, 3), x, c, 1, -1.0, 1.0, True, False, [True, True])
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=300)
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2"])
+def test_other_instruction_sets(isa):
+    """The CPU kernels built for the other instruction sets, forced by FASTACT_CPU_ISA, agree
+    with the default ones to float32 rounding (they differ only in fused multiply-adds)."""
+    result = run_python(
+        """
+        import torch, fastact
+        print(fastact._extension.cpu_isa())
+        torch.manual_seed(0)
+        for shape, rows, dim in [((64, 100), 100, 1), ((3, 4, 50), 4, 1), ((10007,), 1, 0)]:
+            for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+                for frequencies, boundary in (("odd", "periodic"), ("all", "clamp")):
+                    x = (torch.randn(shape) * 1.4).to(dtype).requires_grad_()
+                    c = torch.randn(rows, 7).to(dtype).requires_grad_()
+                    y = fastact.dct_activation(x, c, channel_dim=dim, frequencies=frequencies,
+                                               boundary=boundary)
+                    y.backward(torch.ones_like(y))
+                    print(dtype, frequencies, y.double().sum().item(), x.grad.double().sum().item(),
+                          c.grad.double().sum().item())
+        """, FASTACT_CPU_ISA=isa)
+    assert result.returncode == 0, result.stderr
+    default = run_python(result.args[2], FASTACT_CPU_ISA="")
+    assert default.returncode == 0, default.stderr
+    lines, reference_lines = result.stdout.split("\n"), default.stdout.split("\n")
+    assert lines[0] == isa
+    for line, expected in zip(lines[1:], reference_lines[1:]):
+        if not line:
+            continue
+        dtype = line.split()[0]
+        values = [float(v) for v in line.split()[2:]]
+        expected_values = [float(v) for v in expected.split()[2:]]
+        rtol = {"torch.float64": 1e-12, "torch.float32": 1e-4}.get(dtype, 2e-2)
+        for got, want in zip(values, expected_values):
+            assert math.isclose(got, want, rel_tol=rtol, abs_tol=rtol), (line, expected)
+
+
+@pytest.mark.slow
+def test_more_than_2_to_the_31_elements():
+    """64-bit indexing on CPU, and the accuracy of the coefficient gradient's blocked sums over
+    2^31 + 5 elements (a sequential float32 sum would drift by ~1e-1 relative)."""
+    n = 2**31 + 5
+    x = torch.full((n,), 0.25, dtype=torch.bfloat16)
+    tail = torch.tensor([0.5, -0.75, 1.0, -1.0, 3.0], dtype=torch.bfloat16)
+    x[-5:] = tail
+    coeffs = torch.tensor([0.5, -0.25, 0.125])
+    y = fastact.dct_activation(x, coeffs)
+    expected_tail = fastact.reference.dct_activation(tail.double(), coeffs.double())
+    torch.testing.assert_close(y[-5:].double(), expected_tail.to(torch.bfloat16).double())
+    assert y[0].item() == y[2**31 - 1].item()
+    del y
+    grad = torch.ones_like(x)
+    grad_x, grad_coeffs = torch.ops.fastact.dct_activation_backward(
+        grad, x, coeffs.view(1, 3), 0, -1.0, 1.0, True, False, [True, True])
+    t = (torch.tensor([0.25] + tail.tolist(), dtype=torch.float64) + 1) / 2
+    k = torch.tensor([1.0, 3.0, 5.0], dtype=torch.float64)
+    cosines = torch.cos(math.pi * k * t[:, None])
+    expected = (n - 5) * cosines[0] + cosines[1:].sum(0)
+    # Blocked sums: each term's error plus ~400 u of summation depth; a sequential float32
+    # sum of 2^31 terms stalls once the sum reaches 2^24 times a term (100 % error).
+    assert (grad_coeffs[0].double() - expected).abs().max() <= 1e-4 * (n - 5)
+    slopes = -math.pi * k * coeffs.double() / 2 * torch.sin(math.pi * k * t[:, None])
+    torch.testing.assert_close(grad_x[-5:].double(),
+                               slopes[1:].sum(1).to(torch.bfloat16).double())
