@@ -133,7 +133,7 @@ def cases() -> list[Case]:
              cartesian, getattr(fastact, "cartesian_to_spherical", None),
              getattr(ref, "cartesian_to_spherical", None),
              lambda out: {"radius": out[0], "theta": out[1].T}),
-        Case("geometric_relu", "geometric_relu", "geometric_relu", linear_inputs,
+        Case("geometric_relu", "geometric_relu_linear", "geometric_relu", linear_inputs,
              getattr(fastact, "geometric_relu", None), getattr(ref, "geometric_relu", None),
              lambda z: {"z": z.T}),
         Case("geometric_relu_conv2d (3x3, pad 1)", "geometric_relu_conv2d",
