@@ -160,8 +160,12 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
 
 def plot_signatures(folder: Path, records: list[dict], result: PartResult) -> None:
     names = list(dict.fromkeys(r["activation"] for r in records))
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.9 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
         for (amplitude, offset), colour in [((1.0, 0.0), "C0"), ((1.0, 1.0), "C1")]:
             row = next(r for r in records if r["activation"] == name
                        and r["amplitude"] == amplitude and r["offset"] == offset)
@@ -174,7 +178,8 @@ def plot_signatures(folder: Path, records: list[dict], result: PartResult) -> No
         ax.set_ylim(1e-6, 3)
         ax.set_title(name, fontsize=8)
         ax.set_xlabel("harmonic k (0 = DC)")
-    axes[0][0].set_ylabel("|c_k|  (x: closed form)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("|c_k|  (x: closed form)")
     axes[0][0].legend(fontsize=7)
     save_figure(fig, folder, "signatures.png", result)
 
