@@ -110,7 +110,7 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
     table = Table("Mean over seeds: training loss by epoch, held-out accuracy, and conv weights' "
                   "distance from their initial values at the end",
                   ["activation", "loss ep 1", f"loss ep {epochs // 2}", f"loss ep {epochs}",
-                   "test acc", "||W1 - W1_0||", "||W2 - W2_0||"])
+                   "test acc", "‖W1 - W1_0‖ (conv 1)", "‖W2 - W2_0‖ (conv 2)"])
     summary = {}
     for variant, seed_runs in runs.items():
         loss = [mean([r["loss"][e] for r in seed_runs]) for e in range(epochs)]

@@ -104,7 +104,7 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
         "is a scaled, shifted ReLU) or the float64 reference (DCT).")
     table = Table("Harmonic amplitudes |c_k| of f(b + A cos t)",
                   ["activation", "A", "b", "DC", "h1", "h2", "h3", "h4", "h5",
-                   "max |meas - analytic|", "max |kernel - f64 ref|"])
+                   "max abs(meas - analytic)", "max abs(kernel - f64 ref)"])
     records = []
     for name, fn, analytic, reference in activations(device, quick):
         for amplitude, offset in AMPLITUDE_OFFSETS:
