@@ -21,6 +21,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -55,6 +56,21 @@ inline at::MemoryFormat conv_output_format(const at::Tensor& x) {
   return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()
              ? at::MemoryFormat::ChannelsLast
              : at::MemoryFormat::Contiguous;
+}
+
+// A per-channel tensor ([channels] or [channels, positions]) as one value per output column,
+// in the compute dtype: what the epilogue kernels read per column.
+inline at::Tensor per_column(const at::Tensor& t, const OutputGeometry& geometry) {
+  const at::Tensor values = t.to(compute_dtype(t.scalar_type()))
+                                .reshape({geometry.channels, -1})
+                                .expand({geometry.channels, geometry.positions});
+  return (geometry.channels_fastest ? values.t() : values).contiguous().view({-1});
+}
+
+// Rows per block of the backward's column sums: fixed by the batch size alone (so the sums do
+// not depend on the device or thread count), at most `max_blocks` partial sums per column.
+inline int64_t rows_per_sum_block(int64_t rows, int64_t minimum, int64_t max_blocks) {
+  return std::max<int64_t>(minimum, (rows + max_blocks - 1) / max_blocks);
 }
 
 inline void check_layer_parameters(const char* op, const at::Tensor& x, const at::Tensor& u,

@@ -130,15 +130,6 @@ at::Tensor cartesian_to_spherical_backward_cpu(const std::optional<at::Tensor>& 
   return grad_w;
 }
 
-// A per-channel tensor ([channels] or [channels, positions]) as one value per output column,
-// in the compute dtype.
-at::Tensor per_column(const at::Tensor& t, const OutputGeometry& geometry) {
-  const at::Tensor values = t.to(compute_dtype(t.scalar_type()))
-                                .reshape({geometry.channels, -1})
-                                .expand({geometry.channels, geometry.positions});
-  return (geometry.channels_fastest ? values.t() : values).contiguous().view({-1});
-}
-
 // Runs fn(OutputBlock) over tasks of (a block of rows) x (kTaskWords mask words).
 template <typename Fn>
 void for_output_blocks(c10::ScalarType dtype, const OutputGeometry& geometry,
@@ -182,7 +173,7 @@ struct CpuEpilogues {
                                                      const OutputGeometry& geometry) {
     // Column sums over blocks of rows fixed by the batch size (at most 64 partial sums per
     // column), then over the blocks in order.
-    const int64_t rows_per_block = std::max<int64_t>(64, (geometry.rows + 63) / 64);
+    const int64_t rows_per_block = rows_per_sum_block(geometry.rows, 64, 64);
     const int64_t row_blocks = (geometry.rows + rows_per_block - 1) / rows_per_block;
     const c10::ScalarType acc = compute_dtype(grad.scalar_type());
     at::Tensor partial = at::zeros({row_blocks, geometry.cols}, grad.options().dtype(acc));

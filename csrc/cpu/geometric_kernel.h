@@ -7,11 +7,6 @@
 #include <cstdint>
 #include <type_traits>
 
-// The vectors below never cross a function boundary (everything is inlined), so the ABI note
-// GCC gives for 32-byte vectors in the baseline build does not apply (for the rest of this
-// translation unit: the note is reported where the kernels are instantiated).
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 #include "cpu/geometric_args.h"
 #include "cpu/isa.h"
 #include "cpu/sincos.h"
@@ -30,23 +25,6 @@ template <typename S>
 FASTACT_HOST_DEVICE void store_double(S* p, int64_t i, double v) {
   using T = Storage<S>;
   p[i] = T::store(static_cast<typename T::acc_t>(v));
-}
-
-// A power of two 2^-exponent that brings the largest |w_k| of a row into [0.5, 1), so that
-// sums of squares neither overflow nor underflow (1 for zero and non-finite rows).
-template <typename S>
-FASTACT_HOST_DEVICE int row_exponent(const S* w, int64_t n) {
-  double largest = 0.0;
-  for (int64_t k = 0; k < n; ++k) {
-    const double a = abs_value(load_double(w, k));
-    largest = a > largest ? a : largest;
-  }
-  int exponent = 0;
-  if (largest > 0.0 && largest <= 1.7976931348623157e308) {
-    std::frexp(largest, &exponent);
-    exponent = exponent < -1021 ? -1021 : exponent;
-  }
-  return exponent;
 }
 
 template <typename S>
@@ -263,8 +241,7 @@ void spherical_to_cartesian_backward_rows(const SphericalRows& rows, const void*
   });
 }
 
-// w [rows, n] -> radius [rows], theta [rows, n - 1], in one reverse pass per row over the
-// scaled suffix sums of squares.
+// w [rows, n] -> radius [rows], theta [rows, n - 1] (fastact/geometric.h, a row at a time).
 void cartesian_to_spherical_rows(const SphericalRows& rows, const void* w, void* radius,
                                  void* theta) {
   dispatch_storage(rows.dtype, [&](auto storage) {
@@ -273,21 +250,10 @@ void cartesian_to_spherical_rows(const SphericalRows& rows, const void* w, void*
     for (int64_t row = rows.row_begin; row < rows.row_end; ++row) {
       const S* w_row = static_cast<const S*>(w) + row * n;
       S* theta_row = static_cast<S*>(theta) + row * (n - 1);
-      const int exponent = row_exponent(w_row, n);
-      const double scale = std::ldexp(1.0, -exponent);
-      double tail_squared = 0.0;  // sum_{j>k} w_j^2, scaled
-      double next = 0.0;          // w_{k+1}, scaled
-      for (int64_t k = n - 1; k >= 0; --k) {
-        const double wk = load_double(w_row, k) * scale;
-        if (k == n - 2) {
-          store_double(theta_row, k, cartesian_angle(next, wk));
-        } else if (k < n - 2) {
-          store_double(theta_row, k, cartesian_angle(std::sqrt(tail_squared), wk));
-        }
-        tail_squared += wk * wk;
-        next = wk;
-      }
-      store_double(static_cast<S*>(radius), row, std::ldexp(std::sqrt(tail_squared), exponent));
+      const double r = cartesian_to_spherical_row(
+          n, [&](int64_t k) { return load_double(w_row, k); },
+          [&](int64_t k, double angle) { store_double(theta_row, k, angle); });
+      store_double(static_cast<S*>(radius), row, r);
     }
   });
 }
@@ -298,47 +264,16 @@ void cartesian_to_spherical_backward_rows(const SphericalRows& rows, const void*
   dispatch_storage(rows.dtype, [&](auto storage) {
     using S = decltype(storage);
     const int64_t n = rows.n;
-    double* scaled = rows.work;
-    double* tail = rows.work + n;  // t_k = ||w_{k:}||, scaled; tail[n] = 0
     for (int64_t row = rows.row_begin; row < rows.row_end; ++row) {
       const S* w_row = static_cast<const S*>(w) + row * n;
       const S* grad_theta_row =
           grad_theta == nullptr ? nullptr : static_cast<const S*>(grad_theta) + row * (n - 1);
       S* out = static_cast<S*>(grad_w) + row * n;
-      const int exponent = row_exponent(w_row, n);
-      const double scale = std::ldexp(1.0, -exponent);
-      double tail_squared = 0.0;
-      tail[n] = 0.0;
-      for (int64_t k = n - 1; k >= 0; --k) {
-        scaled[k] = load_double(w_row, k) * scale;
-        tail_squared += scaled[k] * scaled[k];
-        tail[k] = std::sqrt(tail_squared);
-      }
-      const double grad_r =
-          grad_radius == nullptr ? 0.0 : load_double(static_cast<const S*>(grad_radius), row);
-      const double radial = cartesian_radius_factor(grad_r, tail[0]);
-      const auto angle_grad = [&](int64_t k) {
-        return grad_theta_row == nullptr ? 0.0 : load_double(grad_theta_row, k);
-      };
-      const double last_grad = angle_grad(n - 2);
-      const double last_squared = scaled[n - 2] * scaled[n - 2] + scaled[n - 1] * scaled[n - 1];
-      double prefix_sum = 0.0;  // H_j
-      for (int64_t j = 0; j < n; ++j) {
-        double diagonal;
-        if (j < n - 2) {
-          diagonal = cartesian_diagonal_term(angle_grad(j), tail[j], tail[j + 1]);
-        } else if (j == n - 2) {
-          diagonal = -cartesian_last_angle_term(last_grad, scaled[n - 1], last_squared);
-        } else {
-          diagonal = cartesian_last_angle_term(last_grad, scaled[n - 2], last_squared);
-        }
-        // The angles are scale-invariant: their derivatives in w are `scale` times those in
-        // the scaled w; the radius's are the same in both.
-        store_double(out, j, scaled[j] * radial + scale * (scaled[j] * prefix_sum + diagonal));
-        if (j < n - 2) {
-          prefix_sum += cartesian_prefix_term(angle_grad(j), scaled[j], tail[j], tail[j + 1]);
-        }
-      }
+      cartesian_to_spherical_backward_row(
+          n, [&](int64_t k) { return load_double(w_row, k); },
+          grad_radius == nullptr ? 0.0 : load_double(static_cast<const S*>(grad_radius), row),
+          [&](int64_t k) { return grad_theta_row == nullptr ? 0.0 : load_double(grad_theta_row, k); },
+          [&](int64_t j, double value) { store_double(out, j, value); }, rows.work);
     }
   });
 }

@@ -11,6 +11,10 @@
 
 #include "fastact/common.h"
 
+// The vectors here never cross a function boundary (everything is inlined), so GCC's notes on
+// the ABI of 32-byte vectors in the baseline build do not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace fastact::cpu {
 
 // R doubles side by side: a vector of R lanes, or a plain double for R = 1. (Spelled out per

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <math.h>
+#include <stdint.h>
 
 #include "fastact/common.h"
 
@@ -75,6 +76,84 @@ FASTACT_HOST_DEVICE T cartesian_last_angle_term(T grad_angle, T other, T squared
 template <typename T>
 FASTACT_HOST_DEVICE T cartesian_radius_factor(T grad_radius, T radius) {
   return radius > T(0) ? grad_radius / radius : T(0);
+}
+
+// The exponent e of a power of two 2^-e that brings a row's largest |w_k| into [0.5, 1), so that
+// sums of squares neither overflow nor underflow (0 for zero and non-finite rows). load(k)
+// returns w_k as a double.
+template <typename Load>
+FASTACT_HOST_DEVICE int cartesian_row_exponent(int64_t n, Load load) {
+  double largest = 0.0;
+  for (int64_t k = 0; k < n; ++k) {
+    const double a = abs_value(load(k));
+    largest = a > largest ? a : largest;
+  }
+  int exponent = 0;
+  if (largest > 0.0 && largest <= 1.7976931348623157e308) {
+    frexp(largest, &exponent);
+    exponent = exponent < -1021 ? -1021 : exponent;
+  }
+  return exponent;
+}
+
+// One row of cartesian_to_spherical, sequential in double from the right: store_angle(k, theta_k)
+// for k < n - 1; returns the radius.
+template <typename Load, typename StoreAngle>
+FASTACT_HOST_DEVICE double cartesian_to_spherical_row(int64_t n, Load load, StoreAngle store_angle) {
+  const int exponent = cartesian_row_exponent(n, load);
+  const double scale = ldexp(1.0, -exponent);
+  double tail_squared = 0.0;  // sum_{j>k} w_j^2, scaled
+  double next = 0.0;          // w_{k+1}, scaled
+  for (int64_t k = n - 1; k >= 0; --k) {
+    const double wk = load(k) * scale;
+    if (k == n - 2) {
+      store_angle(k, cartesian_angle(next, wk));
+    } else if (k < n - 2) {
+      store_angle(k, cartesian_angle(sqrt(tail_squared), wk));
+    }
+    tail_squared += wk * wk;
+    next = wk;
+  }
+  return ldexp(sqrt(tail_squared), exponent);
+}
+
+// One row of its backward: store(j, dL/dw_j) from grad_radius and grad_angle(k) = dL/dtheta_k
+// (0 when absent), with `tails` scratch for n + 1 doubles.
+template <typename Load, typename GradAngle, typename Store>
+FASTACT_HOST_DEVICE void cartesian_to_spherical_backward_row(int64_t n, Load load,
+                                                             double grad_radius,
+                                                             GradAngle grad_angle, Store store,
+                                                             double* tails) {
+  const int exponent = cartesian_row_exponent(n, load);
+  const double scale = ldexp(1.0, -exponent);
+  double tail_squared = 0.0;
+  tails[n] = 0.0;
+  for (int64_t k = n - 1; k >= 0; --k) {
+    const double wk = load(k) * scale;
+    tail_squared += wk * wk;
+    tails[k] = sqrt(tail_squared);  // t_k, scaled
+  }
+  const double radial = cartesian_radius_factor(grad_radius, tails[0]);
+  const double last_grad = grad_angle(n - 2);
+  const double w_second_last = load(n - 2) * scale;
+  const double w_last = load(n - 1) * scale;
+  const double last_squared = w_second_last * w_second_last + w_last * w_last;
+  double prefix_sum = 0.0;  // H_j
+  for (int64_t j = 0; j < n; ++j) {
+    const double wj = load(j) * scale;
+    double diagonal;
+    if (j < n - 2) {
+      diagonal = cartesian_diagonal_term(grad_angle(j), tails[j], tails[j + 1]);
+    } else if (j == n - 2) {
+      diagonal = -cartesian_last_angle_term(last_grad, w_last, last_squared);
+    } else {
+      diagonal = cartesian_last_angle_term(last_grad, w_second_last, last_squared);
+    }
+    // The angles are scale-invariant: their derivatives in w are `scale` times those in the
+    // scaled w; the radius's are the same in both.
+    store(j, wj * radial + scale * (wj * prefix_sum + diagonal));
+    if (j < n - 2) prefix_sum += cartesian_prefix_term(grad_angle(j), wj, tails[j], tails[j + 1]);
+  }
 }
 
 // ---- the layer: z = radius * relu(pre + bias), pre = x . u ---------------------------------
