@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 JOBS ?= 2
+# Extra arguments of benchmarks/run.py for make bench / bench-quick, e.g. BENCH_ARGS="--threads 1"
+BENCH_ARGS ?=
 
 # make check-cuda: the CUDA build of torch lives in a venv cached outside the checkout.
 CUDA_CACHE ?= $(HOME)/.cache/fastact
@@ -12,7 +14,7 @@ CUDA_VENV := $(CUDA_CACHE)/venv-torch2.14.1-cu130
 CUDA_BUILD ?= $(CUDA_CACHE)/build-cuda
 CUDA_HOME ?= /usr/local/cuda
 
-.PHONY: test bench bench-quick check-cuda build clean
+.PHONY: test bench bench-quick bench-check bench-baseline check-cuda build extension clean
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +25,30 @@ $(VENV)/.installed: requirements-dev.txt
 build: $(VENV)/.installed
 	MAX_JOBS=$(JOBS) FASTACT_SKIP_CUDA=1 $(PY) -m pip install -q --no-build-isolation --no-deps -e .
 
+# `build` when the extension is missing or older than a source or the venv: a build with nothing
+# to do still takes a minute or two here, which the benchmark targets skip (CI has just built it).
+EXTENSION = $(firstword $(wildcard fastact/_C*.so))
+extension: $(VENV)/.installed
+	@if [ -z "$(EXTENSION)" ] || \
+		[ -n "$$(find csrc setup.py $(VENV)/.installed -type f -newer $(EXTENSION) -print -quit)" ]; \
+		then $(MAKE) build; fi
+
 test: build
 	$(PY) -m pytest
 
-bench: build
-	$(PY) benchmarks/run.py
+bench: extension
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
 
-bench-quick: build
-	$(PY) benchmarks/run.py --quick
+bench-quick: extension
+	$(PY) benchmarks/run.py --quick $(BENCH_ARGS)
+
+# The performance regression check (CI): the quick speed suite against the committed baseline.
+bench-check: extension
+	$(PY) benchmarks/run.py --check benchmarks/baseline.json --out bench-results/check
+
+# A new baseline: the quick suite 5 times (one thread), the noise study in bench-results/.
+bench-baseline: extension
+	$(PY) benchmarks/run.py --update-baseline benchmarks/baseline.json --out bench-results/baseline
 
 $(CUDA_VENV)/.installed: requirements-cuda.txt
 	$(PYTHON) -m venv $(CUDA_VENV)

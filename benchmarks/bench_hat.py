@@ -8,7 +8,10 @@ import fastact
 from harness import MODES, Case, compiled, fastact_backends, timed_modes, with_backend
 
 SIZES = {"2^16": 2**16, "2^20": 2**20, "2^24": 2**24}
-QUICK_SIZES = {"2^20": 2**20, "2^24": 2**24}
+# One size, the regression check's: its tensors (1 MiB in float32) stay in this core's L2
+# cache, where the ratios are steady on a shared machine; in L3 (2^20) they vary with what
+# the other processes do (see README, Benchmarks).
+QUICK_SIZES = {"2^18": 2**18}
 
 
 def limit(x: torch.Tensor, g: torch.Tensor, mode: str):

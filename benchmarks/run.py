@@ -1,16 +1,24 @@
 """fastact's benchmark suite (what `make bench` runs).
 
-    python benchmarks/run.py                  # every op, float32 and bfloat16
-    python benchmarks/run.py --ops hat --quick
+    python benchmarks/run.py                      # speed + spectral suites, every op
+    python benchmarks/run.py --suite speed --ops hat --quick
+    python benchmarks/run.py --check benchmarks/baseline.json   # the regression check
+    python benchmarks/run.py --update-baseline    # 5 quick runs -> baseline + noise study
 
-Prints a table per op and writes bench-results/ (results.json, report.md).
+The speed suite times every op registered in OPS (forward, backward, forward+backward;
+float32 and bfloat16; several sizes) for fastact on each backend, the reference in eager
+mode and under torch.compile, and the memory-bound limit (see harness.py). It prints a table
+per op and writes into --out (bench-results/): results.json, report.md and plots/*.png. The
+spectral suite (spectral_suite.py) writes into --out/spectral/.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
+import math
 import os
 import platform
 import subprocess
@@ -24,7 +32,11 @@ sys.path.insert(0, str(HERE))
 import torch  # noqa: E402
 
 import fastact  # noqa: E402
-from harness import DTYPES, run_case  # noqa: E402
+from harness import (DTYPES, fastact_backends, peak_memory_cuda, run_cases,  # noqa: E402
+                     steady_allocator)
+import memory  # noqa: E402
+import regression  # noqa: E402
+import report  # noqa: E402
 
 import bench_dct  # noqa: E402
 import bench_geometric  # noqa: E402
@@ -39,6 +51,19 @@ OPS = {
 }
 
 
+# Timing (harness.run_cases): interleaved rounds, seconds of samples per provider and case,
+# and the fewest samples of a provider whose single call outlasts its share of a round.
+TIMING = {
+    "full": {"rounds": 8, "min_run_time": 0.8, "min_samples": 3},
+    "quick": {"rounds": 10, "min_run_time": 0.3, "min_samples": 1},
+}
+# Seconds a case takes beyond its timing (warm-up calls, torch.compile), for the estimate.
+CASE_OVERHEAD_S = {"full": 3.5, "quick": 2.5}
+DEFAULT_BASELINE = HERE / "baseline.json"
+CASE_SEP = ":"  # --cases hat:forward+backward:float32:2^18
+BASELINE_RUNS = 5
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -49,8 +74,8 @@ def machine() -> dict:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                                capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=10"],
+                                cwd=HERE, capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = ""
     try:
@@ -70,96 +95,293 @@ def machine() -> dict:
         "cpu_kernels": fastact._extension.cpu_isa(),
         "commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "load": " ".join(f"{v:.2f}" for v in os.getloadavg()),
     }
 
 
-def summarise(case, timings) -> dict:
-    """The row of a case: each provider's median and p20/p80 (ms) and the ratios."""
+ROW_MACHINE = ("cpu", "cores", "threads", "gpu", "torch", "triton", "commit")
+
+
+def summarise(case, timings, info: dict) -> dict:
+    """The row of a case: each provider's median and p20/p80 (ms), sample count and round
+    medians, the ratios of the fastest fastact backend, the checked ratios, and the machine."""
+    def ms(seconds):
+        return None if seconds is None else round(seconds * 1e3, 5)
+
     row = {"op": case.op, "mode": case.mode, "dtype": case.dtype, "size": case.size,
-           "numel": case.numel,
-           "ms": {name: round(t.p50 * 1e3, 4) for name, t in timings.items()},
-           "p20_ms": {name: round(t.p20 * 1e3, 4) for name, t in timings.items()},
-           "p80_ms": {name: round(t.p80 * 1e3, 4) for name, t in timings.items()}}
-    ours = {name: t.p50 for name, t in timings.items() if name.startswith("fastact")}
-    best = min(ours.values())
+           "numel": case.numel, "limit_name": case.limit_name,
+           "ms": {name: ms(t.p50) for name, t in timings.items()},
+           "p20_ms": {name: ms(t.p20) for name, t in timings.items()},
+           "p80_ms": {name: ms(t.p80) for name, t in timings.items()},
+           "samples": {name: t.samples for name, t in timings.items()},
+           "round_ms": {name: [ms(r) for r in t.rounds] for name, t in timings.items()}}
+    ours = [t.p50 for name, t in timings.items() if name.startswith("fastact")]
+    best = min(ours) if ours else math.nan
     row["ratios"] = {
         "fastact/limit": round(best / timings["limit"].p50, 3),
         "compiled/fastact": round(timings["compiled"].p50 / best, 3),
         "eager/fastact": round(timings["eager"].p50 / best, 3),
     }
+    row["check"] = {name: round(v, 4) for name, v in regression.check_ratios(row).items()}
+    row["machine"] = {k: info[k] for k in ROW_MACHINE}
     return row
 
 
-def print_rows(rows: list[dict]) -> None:
-    providers = list(rows[0]["ms"])
-    header = (f"{'mode':<17} {'dtype':<9} {'size':<10}"
-              + "".join(f"{p:>15}" for p in providers)
-              + f"{'fastact/limit':>15}{'vs compiled':>13}{'vs eager':>10}")
-    print(f"\n{rows[0]['op']} (median ms; ratios of the fastest fastact backend)")
-    print(header)
-    for row in rows:
-        r = row["ratios"]
-        print(f"{row['mode']:<17} {row['dtype']:<9} {row['size']:<10}"
-              + "".join(f"{row['ms'][p]:>15.3f}" for p in providers)
-              + f"{r['fastact/limit']:>14.2f}x{r['compiled/fastact']:>12.2f}x"
-              + f"{r['eager/fastact']:>9.2f}x")
+def expected_cases(ops: list[str], n_dtypes: int, quick: bool) -> int:
+    """How many cases the ops will yield, from their modules' SIZES / QUICK_SIZES (3 sizes
+    assumed where a module has none)."""
+    total = 0
+    for op in ops:
+        module = sys.modules.get(OPS[op].__module__)
+        sizes = getattr(module, "QUICK_SIZES" if quick else "SIZES", None)
+        total += (len(sizes) if sizes else 3) * n_dtypes * 3
+    return total
 
 
-def markdown(rows: list[dict], info: dict) -> str:
-    lines = [f"# fastact benchmark\n",
-             f"Machine: {info['cpu']} ({info['cores']} cores, {info['threads']} threads)"
-             f"{', GPU ' + info['gpu'] if info['gpu'] else ''}; torch {info['torch']}, "
-             f"triton {info['triton']}, CPU kernels {info['cpu_kernels']}, commit "
-             f"{info['commit']}, {info['date']}.\n",
-             "Median ms; `fastact/limit` is fastact's time over a native op moving the same "
-             "bytes (1.0 = memory-bound limit); `vs compiled` / `vs eager` are the reference's "
-             "time over fastact's (higher is better).\n"]
-    for op in dict.fromkeys(row["op"] for row in rows):
-        op_rows = [row for row in rows if row["op"] == op]
-        providers = list(op_rows[0]["ms"])
-        lines.append(f"\n## {op}\n")
-        lines.append("| mode | dtype | size | " + " | ".join(providers)
-                     + " | fastact/limit | vs compiled | vs eager |")
-        lines.append("|" + "---|" * (3 + len(providers) + 3))
-        for row in op_rows:
-            r = row["ratios"]
-            lines.append(f"| {row['mode']} | {row['dtype']} | {row['size']} | "
-                         + " | ".join(f"{row['ms'][p]:.3f}" for p in providers)
-                         + f" | {r['fastact/limit']:.2f} | {r['compiled/fastact']:.2f}x"
-                         f" | {r['eager/fastact']:.2f}x |")
-    return "\n".join(lines) + "\n"
+def estimate_s(n_cases: int, device: str, quick: bool) -> float:
+    kind = "quick" if quick else "full"
+    providers = 3 + len(fastact_backends(device))
+    return n_cases * (providers * TIMING[kind]["min_run_time"] + CASE_OVERHEAD_S[kind])
+
+
+def run_speed(ops: list[str], dtypes: list, device: str, quick: bool, info: dict,
+              measure_memory: bool, print_tables: bool = True,
+              keep=lambda case: True) -> list[dict]:
+    """Times every case of `ops` (those `keep` accepts) and prints a table per op. With
+    --quick all the cases of the run are interleaved with each other (harness.run_cases), so
+    the regression check's ratios average over the whole run rather than over the few seconds
+    one case takes; the full suite interleaves the providers within each case and holds one
+    case's tensors at a time."""
+    timing = TIMING["quick" if quick else "full"]
+
+    def row_of(case, timings):
+        row = summarise(case, timings, info)
+        if measure_memory and device == "cuda" and case.mode == "forward+backward":
+            row["peak_mib"] = {name: round(peak_memory_cuda(fn) / report.MIB, 2)
+                               for name, fn in case.providers.items()}
+            row["peak_how"] = "CUDA max_memory_allocated"
+        return row
+
+    def show(op_rows):
+        if print_tables and op_rows:
+            report.print_rows(op_rows)
+
+    rows = []
+    if quick:
+        cases = [case for op in ops for case in OPS[op](device, dtypes, quick) if keep(case)]
+        progress = report.Progress(len(cases) * (1 + timing["rounds"]))
+        rows = [row_of(case, timings)
+                for case, timings in zip(cases, run_cases(cases, device, progress=progress,
+                                                          **timing))]
+        del cases
+        progress.clear()
+        for op in ops:
+            show([row for row in rows if row["op"] == op])
+        return rows
+    progress = report.Progress(expected_cases(ops, len(dtypes), quick) * (1 + timing["rounds"]))
+    for op in ops:
+        op_rows = [row_of(case, run_cases([case], device, progress=progress, **timing)[0])
+                   for case in OPS[op](device, dtypes, quick) if keep(case)]
+        progress.clear()
+        show(op_rows)
+        rows += op_rows
+    return rows
+
+
+def add_cpu_memory(rows: list[dict], ops: list[str], dtypes: list[str], quick: bool) -> None:
+    """Peak resident-set growth of forward+backward at each op's largest size (memory.py)."""
+    start = time.perf_counter()
+    print(f"\npeak memory: one process per op ({len(ops)}), two at a time ...", flush=True)
+    records, errors = memory.measure_all(ops, dtypes, quick, torch.get_num_threads())
+    for error in errors:
+        print(f"  peak memory failed for {error}")
+    for record in records:
+        for row in rows:
+            if (row["op"], row["mode"], row["dtype"], row["size"]) == (
+                    record["op"], "forward+backward", record["dtype"], record["size"]):
+                row["peak_mib"] = {k: round(v / report.MIB, 2) for k, v in record["bytes"].items()}
+                row["peak_how"] = "resident-set growth of one call in a fresh process"
+    print(f"peak memory measured in {time.perf_counter() - start:.0f} s")
+
+
+def write_outputs(rows: list[dict], info: dict, settings: dict, out: Path, plots: bool,
+                  elapsed_s: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    written = report.plot(rows, out) if plots and rows else {}
+    (out / "results.json").write_text(json.dumps(
+        {"settings": settings, "machine": info, "elapsed_s": round(elapsed_s, 1), "rows": rows},
+        indent=1))
+    (out / "report.md").write_text(report.markdown(rows, info, written))
+    print(f"\nwrote {out}/results.json, {out}/report.md"
+          + (f" and {sum(map(len, written.values()))} plots in {out}/plots" if written else ""))
+
+
+def speed_suite(args, info: dict) -> list[dict]:
+    dtypes = [DTYPES[d] for d in args.dtype]
+    wanted = {tuple(case.split(CASE_SEP)) for case in args.cases or []}
+    if wanted:
+        args.ops = list(dict.fromkeys(key[0] for key in sorted(wanted)))
+    settings = {"quick": args.quick, "threads": torch.get_num_threads(), "device": args.device,
+                "dtypes": args.dtype, "ops": args.ops,
+                "timing": TIMING["quick" if args.quick else "full"]}
+    n_cases = len(wanted) or expected_cases(args.ops, len(dtypes), args.quick)
+    print(f"speed suite: {', '.join(args.ops)}; {', '.join(args.dtype)}; about {n_cases} cases, "
+          f"about {report.mmss(estimate_s(n_cases, args.device, args.quick))} min"
+          + (" plus peak memory" if args.memory else ""), flush=True)
+    if args.device == "cpu" and torch.get_num_threads() > 1 and os.getloadavg()[0] > 1.5:
+        print(f"warning: the machine is busy (load average {info['load']}): a parallel region "
+              "waits for any thread another process preempts, which can dominate the times; "
+              "--threads 1 gives steadier figures", flush=True)
+    start = time.perf_counter()
+    rows = run_speed(args.ops, dtypes, args.device, args.quick, info, args.memory,
+                     keep=(lambda case: case.key in wanted) if wanted else (lambda case: True))
+    if args.memory and args.device == "cpu":
+        add_cpu_memory(rows, args.ops, args.dtype, args.quick)
+        for op in dict.fromkeys(row["op"] for row in rows):
+            op_rows = [row for row in rows if row["op"] == op and row.get("peak_mib")]
+            if op_rows:
+                report.print_rows([row for row in rows if row["op"] == op])
+    write_outputs(rows, info, settings, Path(args.out), args.plots, time.perf_counter() - start)
+    print(f"speed suite took {time.perf_counter() - start:.0f} s")
+    return rows
+
+
+def spectral_suite(args, required: bool) -> int:
+    """Runs spectral_suite.run (another module) if it exists."""
+    if importlib.util.find_spec("spectral_suite") is None:
+        message = "the spectral suite (benchmarks/spectral_suite.py) is not in this checkout"
+        if required:
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+        print(f"\nnote: {message}: ran the speed suite only")
+        return 0
+    import spectral_suite
+
+    spectral_suite.run(Path(args.out), args.quick, args.device)
+    return 0
+
+
+def check(args, info: dict) -> int:
+    """--check BASELINE: the quick speed suite at the baseline's settings, compared with it;
+    failing cases measured again once."""
+    path = Path(args.check)
+    baseline = json.loads(path.read_text())
+    settings = baseline["settings"]
+    if settings["device"] != args.device:
+        print(f"error: {path} was measured on {settings['device']!r}, this run is on "
+              f"{args.device!r}; make a baseline for this device with --update-baseline",
+              file=sys.stderr)
+        return 2
+    if settings.get("timing") != TIMING["quick"]:
+        print(f"note: {path} was measured with timing settings {settings.get('timing')}, "
+              f"this run uses {TIMING['quick']}: refresh the baseline (make bench-baseline)")
+    torch.set_num_threads(settings["threads"])
+    info["threads"] = settings["threads"]
+    args.quick, args.dtype = True, settings["dtypes"]
+    print(f"regression check: the --quick speed suite at {path}'s settings "
+          f"({settings['threads']} thread(s), {', '.join(args.dtype)})")
+    rows = speed_suite(args, info)
+    result = regression.check(rows, baseline, args.ops,
+                              lambda keys: remeasure(keys, args, Path(args.out) / "remeasured"))
+    print(regression.report(result, str(args.check)))
+    return 0 if result.passed else 1
+
+
+def remeasure(keys: list[tuple], args, out: Path) -> list[dict]:
+    """The rows of the cases `keys`, measured again in a fresh process (run.py --cases): a
+    slow spell that lasts the whole of one process (where its heap put the tensors, where
+    the machine placed it) then cannot fail a case twice."""
+    print(f"\nmeasuring {len(keys)} failing case(s) again, in a fresh process ...", flush=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--suite", "speed", "--quick",
+           "--no-memory", "--no-plots", "--threads", str(torch.get_num_threads()),
+           "--device", args.device, "--dtype", *args.dtype, "--out", str(out),
+           "--cases", *(CASE_SEP.join(key) for key in keys)]
+    if subprocess.run(cmd).returncode != 0:
+        raise RuntimeError("measuring the failing cases again failed: " + " ".join(cmd))
+    return json.loads((out / "results.json").read_text())["rows"]
+
+
+def update_baseline(args) -> int:
+    """--update-baseline: the quick suite BASELINE_RUNS times, each in a fresh process, then
+    the baseline (median ratios, tolerances from their spread) and the noise study."""
+    path = Path(args.update_baseline)
+    out = Path(args.out)
+    threads = args.threads or 1
+    runs = []
+    for i in range(args.repeat):
+        run_out = out / "baseline-runs" / f"run-{i + 1}"
+        print(f"\n=== baseline run {i + 1}/{args.repeat} (load average "
+              f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}) ===", flush=True)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--suite", "speed", "--quick",
+               "--no-memory", "--no-plots", "--threads", str(threads), "--device", args.device,
+               "--ops", *args.ops, "--dtype", *args.dtype, "--out", str(run_out)]
+        if subprocess.run(cmd).returncode != 0:
+            print(f"error: baseline run {i + 1} failed", file=sys.stderr)
+            return 1
+        runs.append(json.loads((run_out / "results.json").read_text()))
+    baseline = regression.build_baseline(runs)
+    path.write_text(regression.dumps(baseline))
+    noise = regression.noise_table(baseline)
+    (out / "noise.md").write_text("# Noise study of the regression check's ratios\n\n"
+                                  + "Load average before each run: "
+                                  + "; ".join(run["machine"]["load"] for run in runs)
+                                  + ".\n\n" + noise)
+    print("\n" + noise + f"\nwrote {path} and {out}/noise.md")
+    return 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=["speed", "spectral", "all"], default="all")
     parser.add_argument("--ops", nargs="+", choices=list(OPS), default=list(OPS))
     parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["float32", "bfloat16"])
     parser.add_argument("--device", choices=["cpu", "cuda"],
                         default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="fewer sizes and shorter timing")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer sizes and shorter timing (the regression check's settings)")
     parser.add_argument("--out", default="bench-results", help="output folder")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's; --update-baseline: 1)")
+    parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                        help="peak memory of forward+backward (default: on, except --quick on CPU)")
+    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--cases", nargs="+", metavar="OP:MODE:DTYPE:SIZE",
+                        help="only these cases, e.g. hat:forward:float32:2^18")
+    parser.add_argument("--check", metavar="BASELINE",
+                        help="regression check against BASELINE (exit 1 if a ratio got worse)")
+    parser.add_argument("--update-baseline", metavar="BASELINE", nargs="?",
+                        const=str(DEFAULT_BASELINE),
+                        help=f"measure a new baseline ({BASELINE_RUNS} quick runs; default "
+                             "path benchmarks/baseline.json)")
+    parser.add_argument("--repeat", type=int, default=BASELINE_RUNS,
+                        help="runs behind --update-baseline")
     args = parser.parse_args(argv)
 
-    rounds = args.rounds or (3 if args.quick else 5)
-    min_run_time = 0.6 if args.quick else 1.5
-    dtypes = [DTYPES[d] for d in args.dtype]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU here")
+    if args.suite != "spectral" and not fastact_backends(args.device):
+        parser.error(f"no fastact kernels run on {args.device} here (build them: make build)")
+    unknown = [c for c in args.cases or [] if c.split(CASE_SEP)[0] not in OPS
+               or len(c.split(CASE_SEP)) != 4]
+    if unknown:
+        parser.error(f"--cases {' '.join(unknown)}: expected OP:MODE:DTYPE:SIZE with OP in "
+                     f"{', '.join(OPS)}")
+    if args.update_baseline:
+        return update_baseline(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    steady_allocator()
+    if args.memory is None:
+        args.memory = not (args.quick and args.device == "cpu") and not args.check
     info = machine()
-    print(f"fastact {info['fastact']} on {info['cpu']} ({info['threads']} threads)"
-          f"{', ' + info['gpu'] if info['gpu'] else ''}; torch {info['torch']}, "
-          f"CPU kernels: {info['cpu_kernels']}")
-    start = time.perf_counter()
-    rows = []
-    for op in args.ops:
-        op_rows = [summarise(case, run_case(case, args.device, rounds, min_run_time))
-                   for case in OPS[op](args.device, dtypes, args.quick)]
-        print_rows(op_rows)
-        rows += op_rows
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    (out / "report.md").write_text(markdown(rows, info))
-    print(f"\nwrote {out}/results.json and {out}/report.md in {time.perf_counter() - start:.0f} s")
+    print(f"fastact {info['fastact']} on {report.machine_line(info)}")
+    if args.check:
+        return check(args, info)
+    if args.suite in ("speed", "all"):
+        speed_suite(args, info)
+    if args.suite in ("spectral", "all"):
+        return spectral_suite(args, required=args.suite == "spectral")
     return 0
 
 
