@@ -21,6 +21,7 @@ from fastact.geometric import (
     spherical_to_cartesian,
 )
 from fastact import nn
+from fastact import spectral
 
 __all__ = [
     "__version__",
@@ -34,4 +35,5 @@ __all__ = [
     "geometric_relu",
     "geometric_relu_conv2d",
     "nn",
+    "spectral",
 ]

@@ -1,0 +1,1 @@
+"""The parts of the spectral suite (see benchmarks/spectral_suite.py)."""
