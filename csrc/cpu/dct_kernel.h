@@ -1,9 +1,10 @@
 // DCT-basis activation CPU kernels; compiled once per instruction set by csrc/cpu/isa_*.cpp.
 //
 // Work goes in lane blocks of V elements (256 bytes of the compute type: four AVX-512 or eight
-// AVX2 registers per value). The per-element set-up (dct_point) runs over the block first, then
-// the K terms run term-outer, lane-inner over fixed-size lane arrays, which the compiler keeps in
-// vector registers: four or eight independent recurrences hide the latency of each step. The
+// AVX2 registers per value). The per-element set-up (dct_sum forward, dct_point backward) runs
+// over the block first, then the K terms run term-outer, lane-inner over fixed-size lane arrays,
+// which the compiler keeps in vector registers: four or eight independent recurrences hide the
+// latency of each step. The
 // coefficients of term j are one vector load (lanes across channels) or one broadcast (lanes
 // along a channel). A partial block (n < V) is padded with zeros, which add nothing to the
 // coefficient gradients.
@@ -69,8 +70,8 @@ FASTACT_HOST_DEVICE T lane_coeff(const T* row, int l) {
   return kLanesAreChannels ? row[l] : row[0];
 }
 
-// y = sum_j F_j cos(pi k_j t) for n <= V elements; F_j of lane l is
-// lane_coeff(coeffs + j * coeff_step, l).
+// y = sum_j F_j cos(pi k_j t) for n <= V elements (dct_sum: Clenshaw's sum, terms from
+// K - 1 down to 0); F_j of lane l is lane_coeff(coeffs + j * coeff_step, l).
 template <typename S, bool kLanesAreChannels, bool kOdd, bool kClamp>
 FASTACT_LANE_BLOCK void forward_lanes(const S* x, S* y, int n,
                                        const typename Storage<S>::acc_t* coeffs,
@@ -78,42 +79,78 @@ FASTACT_LANE_BLOCK void forward_lanes(const S* x, S* y, int n,
                                        const Domain<typename Storage<S>::acc_t>& d) {
   using T = typename Storage<S>::acc_t;
   constexpr int V = lanes<T>();
-  T xs[V], lambda[V], value[V], difference[V], even[V], odd[V], sign_even[V], sign_odd[V];
-  load_lanes<S, T, V>(x, n, xs);
+  T lambda[V], flip[V], scale[V], tail[V], dj[V], bj[V];
+  // Whole float/double blocks are read and written in place; others go through xs and ys
+  // (converted, zero padded).
+  constexpr bool kInPlace = std::is_same_v<S, T>;
+  T xs[V], ys[V];
+  const T* in = xs;
+  T* out = ys;
+  if constexpr (kInPlace) {
+    if (n == V) {
+      in = reinterpret_cast<const T*>(x);
+      out = reinterpret_cast<T*>(y);
+    }
+  }
+  if (in == xs) load_lanes<S, T, V>(x, n, xs);
+  // Term K - 1 starts the sum: d = b = G_{K-1}.
+  const int64_t last = num_coeffs - 1;
+  const T* f_last = coeffs + last * coeff_step;
 #pragma omp simd
   for (int l = 0; l < V; ++l) {
-    const DctPoint<T> p = dct_point(xs[l], d.scale, d.offset, kOdd, kClamp);
-    lambda[l] = p.lambda;
-    value[l] = p.cos_first;
-    difference[l] = p.cos_difference;
-    sign_even[l] = p.cos_sign_even;
-    sign_odd[l] = p.cos_sign_odd;
-    even[l] = T(0);
-    odd[l] = T(0);
+    const DctSum<T> s = dct_sum(in[l], d.scale, d.offset, kOdd, kClamp);
+    lambda[l] = s.lambda;
+    flip[l] = s.flip;
+    scale[l] = s.scale;
+    tail[l] = s.tail;
+    const T f = lane_coeff<kLanesAreChannels>(f_last, l);
+    dj[l] = (last % 2 == 1) ? f * s.flip : f;
+    bj[l] = dj[l];
   }
-  int64_t j = 0;
-  for (; j + 1 < num_coeffs; j += 2) {
-    const T* f0 = coeffs + j * coeff_step;
-    const T* f1 = f0 + coeff_step;
+  // Terms K - 2 .. 1 in pairs (odd, even) and (even, odd) as the parity of K - 2 says, so that
+  // which coefficients take the flip is known at compile time.
+  int64_t j = last - 1;
+  const bool odd_first = j % 2 == 1;
+  for (; j >= 2; j -= 2) {
+    const T* f_hi = coeffs + j * coeff_step;
+    const T* f_lo = f_hi - coeff_step;
+    if (odd_first) {
 #pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      even[l] = mul_add(lane_coeff<kLanesAreChannels>(f0, l), value[l], even[l]);
-      dct_advance(lambda[l], value[l], difference[l]);
-      odd[l] = mul_add(lane_coeff<kLanesAreChannels>(f1, l), value[l], odd[l]);
-      dct_advance(lambda[l], value[l], difference[l]);
+      for (int l = 0; l < V; ++l) {
+        dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(f_hi, l) * flip[l], dj[l], bj[l]);
+        dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(f_lo, l), dj[l], bj[l]);
+      }
+    } else {
+#pragma omp simd
+      for (int l = 0; l < V; ++l) {
+        dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(f_hi, l), dj[l], bj[l]);
+        dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(f_lo, l) * flip[l], dj[l], bj[l]);
+      }
     }
   }
-  if (j < num_coeffs) {
-    const T* f0 = coeffs + j * coeff_step;
+  if (j == 1) {
+    const T* f1 = coeffs + coeff_step;
 #pragma omp simd
     for (int l = 0; l < V; ++l) {
-      even[l] = mul_add(lane_coeff<kLanesAreChannels>(f0, l), value[l], even[l]);
+      dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(f1, l) * flip[l], dj[l], bj[l]);
     }
   }
-  T ys[V];
+  if (num_coeffs == 1) {
 #pragma omp simd
-  for (int l = 0; l < V; ++l) ys[l] = mul_add(sign_even[l], even[l], sign_odd[l] * odd[l]);
-  store_lanes<S, T, V>(ys, n, y);
+    for (int l = 0; l < V; ++l) {
+      const DctSum<T> s{lambda[l], flip[l], scale[l], tail[l]};
+      out[l] = dct_sum_value(s, dj[l], T(0) * lambda[l]);  // b_1 = 0 (NaN for NaN x)
+    }
+  } else {
+#pragma omp simd
+    for (int l = 0; l < V; ++l) {
+      const DctSum<T> s{lambda[l], flip[l], scale[l], tail[l]};
+      T b1 = bj[l];
+      dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(coeffs, l), dj[l], bj[l]);
+      out[l] = dct_sum_value(s, dj[l], b1);
+    }
+  }
+  if (out == ys) store_lanes<S, T, V>(ys, n, y);
 }
 
 // The backward of n <= V elements: grad_x = grad * sum_j G_j sin(pi k_j t) (G_j of lane l is

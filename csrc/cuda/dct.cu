@@ -36,21 +36,13 @@ struct Basis {
   bool odd, clamp;
 };
 
-// y of one element; coeffs points at its channel's F_0, the next terms stride_j apart.
+// y of one element (dct_value of dct.h); coeffs points at its channel's F_0, the next terms
+// stride_j apart.
 template <typename T>
-__device__ T dct_value(T x, const T* __restrict__ coeffs, int64_t stride_j, int num_coeffs,
-                       const Basis<T>& b) {
-  const DctPoint<T> p = dct_point(x, b.scale, b.offset, b.odd, b.clamp);
-  T value = p.cos_first, difference = p.cos_difference, even = T(0), odd = T(0);
-  int j = 0;
-  for (; j + 1 < num_coeffs; j += 2) {
-    even = mul_add(__ldg(coeffs + j * stride_j), value, even);
-    dct_advance(p.lambda, value, difference);
-    odd = mul_add(__ldg(coeffs + (j + 1) * stride_j), value, odd);
-    dct_advance(p.lambda, value, difference);
-  }
-  if (j < num_coeffs) even = mul_add(__ldg(coeffs + j * stride_j), value, even);
-  return mul_add(p.cos_sign_even, even, p.cos_sign_odd * odd);
+__device__ T element_value(T x, const T* __restrict__ coeffs, int64_t stride_j, int num_coeffs,
+                           const Basis<T>& b) {
+  return dct_value(x, b.scale, b.offset, b.odd, b.clamp, num_coeffs,
+                   [&](int j) { return __ldg(coeffs + j * stride_j); });
 }
 
 // The coefficient table: row `channel` at table + channel * stride_c, terms stride_j apart.
@@ -86,14 +78,14 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < P::size; ++e) {
       const acc_t* coeffs = table.data + (channel + e * lane_step) * table.stride_c;
-      out.v[e] = static_cast<scalar_t>(dct_value(static_cast<acc_t>(in.v[e]), coeffs,
+      out.v[e] = static_cast<scalar_t>(element_value(static_cast<acc_t>(in.v[e]), coeffs,
                                                  table.stride_j, table.num_coeffs, basis));
     }
     reinterpret_cast<P*>(y)[i] = out;
   }
   for (int64_t i = num_packs * P::size + first; i < n; i += step) {
     const acc_t* coeffs = table.data + layout.of(i) * table.stride_c;
-    y[i] = static_cast<scalar_t>(dct_value(static_cast<acc_t>(x[i]), coeffs, table.stride_j,
+    y[i] = static_cast<scalar_t>(element_value(static_cast<acc_t>(x[i]), coeffs, table.stride_j,
                                            table.num_coeffs, basis));
   }
 }
@@ -108,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t step = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
     const acc_t* coeffs = table.data + layout.of(i) * table.stride_c;
-    y[i] = static_cast<scalar_t>(dct_value(static_cast<acc_t>(x[i]), coeffs, table.stride_j,
+    y[i] = static_cast<scalar_t>(element_value(static_cast<acc_t>(x[i]), coeffs, table.stride_j,
                                            table.num_coeffs, basis));
   }
 }

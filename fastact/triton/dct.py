@@ -136,6 +136,35 @@ def _dct_point(x, scale, offset, ODD: tl.constexpr, CLAMP: tl.constexpr, ACC: tl
 
 
 @triton.jit
+def _dct_sum(x, scale, offset, ODD: tl.constexpr, CLAMP: tl.constexpr, ACC: tl.constexpr):
+    # dct_sum of dct.h: the forward's Clenshaw sum in Reinsch's form, d_j = d_{j+1} + G_j +
+    # lam b_{j+1}, b_j = b_{j+1} + d_j, G_j = (j odd ? flip : 1) F_j, y = scale (d_0 + tail b_1).
+    t = x * scale + offset
+    if CLAMP:
+        t = tl.where(t < 0.0, 0.0, tl.where(t > 1.0, 1.0, t))
+    m = _round_to_integer(t, ACC)
+    r = tl.abs(t - m)
+    half_m = m * 0.5
+    parity = tl.where(_round_to_integer(half_m, ACC) != half_m, -1.0, 1.0)
+    if ODD:
+        mirrored = r > 0.25
+        q = tl.where(mirrored, 0.5 - r, r)
+    else:
+        q = r * 0.5
+    s, c = _sincospi_quarter(q, ACC)
+    lam = -4.0 * s * s
+    if ODD:
+        flip = tl.where(mirrored, -1.0, 1.0)
+        sum_scale = parity * tl.where(mirrored, s, c)
+        tail = tl.where(mirrored, 2.0, 0.0)
+    else:
+        flip = parity
+        sum_scale = 1.0 + 0.0 * s
+        tail = 2.0 * s * s
+    return lam, flip, sum_scale, tail
+
+
+@triton.jit
 def _channel_of(offsets, inner, channels, LAYOUT: tl.constexpr):
     if LAYOUT == 0:
         return offsets * 0
@@ -164,20 +193,18 @@ def _dct_forward_kernel(x_ptr, y_ptr, table_ptr, scale_bits, offset_bits, n, inn
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
     coeff_ptrs = table_ptr + _channel_of(offsets, inner, channels, LAYOUT) * stride_c
     scale, offset = _domain(scale_bits, offset_bits, ACC)
-    lam, value, difference, _, _, sign_even, sign_odd, _, _, _ = _dct_point(
-        x, scale, offset, ODD, CLAMP, ACC)
-    current = tl.zeros([BLOCK], ACC)  # the sum of the terms of j's parity
-    other = tl.zeros([BLOCK], ACC)
-    for j in range(num_coeffs):
+    lam, flip, sum_scale, tail = _dct_sum(x, scale, offset, ODD, CLAMP, ACC)
+    d = tl.zeros([BLOCK], ACC)  # d_{j+1}, b_{j+1}, b_2 (b_1 at the end) from j = K - 1 down
+    b = tl.zeros([BLOCK], ACC)
+    b_before = tl.zeros([BLOCK], ACC)
+    for i in range(num_coeffs):
+        j = num_coeffs - 1 - i
         f = tl.load(coeff_ptrs + j * stride_j, mask=mask, other=0.0)
-        current += f * value
-        difference += lam * value
-        value += difference
-        current, other = other, current
-    # After K terms the even-j sum is in `current` for even K, in `other` for odd K.
-    even = tl.where(num_coeffs % 2 == 0, current, other)
-    odd = tl.where(num_coeffs % 2 == 0, other, current)
-    y = sign_even * even + sign_odd * odd
+        f = tl.where(j % 2 == 1, f * flip, f)
+        b_before = b
+        d = lam * b + (d + f)
+        b += d
+    y = sum_scale * (tail * b_before + d)
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
