@@ -75,15 +75,30 @@ def cartesian_to_spherical(w: Tensor) -> tuple[Tensor, Tensor]:
     return _ops(backend).cartesian_to_spherical(w)
 
 
+def _autocast_dtype(x: Tensor):
+    """The dtype autocast runs matmuls and convolutions in on x's device, or None outside
+    autocast (and for float64 x, which autocast leaves alone). The GmP layers follow nn.Linear
+    and nn.Conv2d there: x, the directions (computed from the angles in the parameters' dtype),
+    radius and bias are cast to it, the output has it, and the parameter gradients flow back
+    through the casts in the parameters' dtype."""
+    device_type = x.device.type
+    if x.dtype == torch.float64 or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 def _check_parameters(op: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
                       fan_in: int) -> None:
-    """theta [out, fan_in - 1], radius [out], bias None or [out], all of x's dtype and device."""
+    """theta [out, fan_in - 1], radius [out], bias None or [out], all of x's dtype (theta's
+    under autocast, which casts them all) and device."""
     for name, value in (("x", x), ("theta", theta), ("radius", radius), ("bias", bias)):
         if value is not None or name != "bias":
             _checks.float_tensor(op, name, value)
+    dtype, whose = ((theta.dtype, "theta's") if _autocast_dtype(x) is not None
+                    else (x.dtype, "x's"))
     for name, value in (("theta", theta), ("radius", radius), ("bias", bias)):
-        if value is not None and value.dtype != x.dtype:
-            raise TypeError(f"fastact.{op}: {name} must have x's dtype {x.dtype}, "
+        if value is not None and value.dtype != dtype:
+            raise TypeError(f"fastact.{op}: {name} must have {whose} dtype {dtype}, "
                             f"got {value.dtype}")
     _checks.same_device(op, x=x, theta=theta, radius=radius, bias=bias)
     if theta.dim() != 2 or theta.shape[1] != fan_in - 1:
@@ -119,15 +134,25 @@ def _geometric_relu(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias
                     input_mean: Tensor | None = None) -> Tensor:
     """The layer on `backend`, on x - input_mean when given: folded into the bias,
     (x - mu) u^T + b = x u^T + (b - u mu), so x - mu is never formed."""
+    amp = _autocast_dtype(x)
     if backend == "reference":
-        return reference.geometric_relu(x if input_mean is None else x - input_mean, theta, radius,
-                                        bias)
+        if input_mean is not None:
+            x = x - input_mean
+        if amp is not None:  # F.linear casts u and the bias itself
+            x, radius = x.to(amp), radius.to(amp)
+        return reference.geometric_relu(x, theta, radius, bias)
     ops = _ops(backend)
     u = ops.spherical_to_cartesian(theta)
     if input_mean is not None:
-        folded = -torch.mv(u, input_mean)
+        folded = -torch.mv(u, input_mean.to(u.dtype))
         bias = folded if bias is None else bias + folded
+    if amp is not None:
+        x, u, radius, bias = _cast(amp, x, u, radius, bias)
     return ops.geometric_relu_linear(x, u, radius, bias)[0]
+
+
+def _cast(dtype, *tensors):
+    return [None if t is None else t.to(dtype) for t in tensors]
 
 
 def _pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
@@ -194,9 +219,12 @@ def _geometric_relu_conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tenso
     unbatched = x.dim() == 3
     if unbatched:
         x = x.unsqueeze(0)
+    amp = _autocast_dtype(x)
     if backend == "reference":
         if input_mean is not None:
             x = x - input_mean.view(1, -1, 1, 1)
+        if amp is not None:  # F.conv2d casts U and the bias itself
+            x, radius = x.to(amp), radius.to(amp)
         z = reference.geometric_relu_conv2d(x, theta, radius, bias, kernel_size=kernel_size,
                                             stride=stride, padding=padding, dilation=dilation,
                                             groups=groups)
@@ -205,7 +233,10 @@ def _geometric_relu_conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tenso
         out = theta.shape[0]
         u = ops.spherical_to_cartesian(theta).view(out, x.shape[1] // groups, *kernel_size)
         if input_mean is not None:
-            bias = _fold_input_mean(x, u, bias, input_mean, stride, padding, dilation, groups)
+            bias = _fold_input_mean(x, u, bias, input_mean.to(u.dtype), stride, padding, dilation,
+                                    groups)
+        if amp is not None:
+            x, u, radius, bias = _cast(amp, x, u, radius, bias)
         z = ops.geometric_relu_conv2d(x, u, radius, bias, stride, padding, dilation, groups)[0]
     return z.squeeze(0) if unbatched else z
 
