@@ -78,9 +78,9 @@ def cartesian_to_spherical(w: Tensor) -> tuple[Tensor, Tensor]:
 def _autocast_dtype(x: Tensor):
     """The dtype autocast runs matmuls and convolutions in on x's device, or None outside
     autocast (and for float64 x, which autocast leaves alone). The GmP layers follow nn.Linear
-    and nn.Conv2d there: x, the directions (computed from the angles in the parameters' dtype),
-    radius and bias are cast to it, the output has it, and the parameter gradients flow back
-    through the casts in the parameters' dtype."""
+    and nn.Conv2d there: the layer ops cast x, the directions (computed from the angles in the
+    parameters' dtype), radius and bias to it at dispatch (_register_autocast), so the output
+    has it and the parameter gradients flow back through the casts in the parameters' dtype."""
     device_type = x.device.type
     if x.dtype == torch.float64 or not torch.is_autocast_enabled(device_type):
         return None
@@ -138,21 +138,15 @@ def _geometric_relu(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias
     if backend == "reference":
         if input_mean is not None:
             x = x - input_mean
-        if amp is not None:  # F.linear casts u and the bias itself
-            x, radius = x.to(amp), radius.to(amp)
+        if amp is not None:  # F.linear casts x, u and the bias itself
+            radius = radius.to(amp)
         return reference.geometric_relu(x, theta, radius, bias)
     ops = _ops(backend)
     u = ops.spherical_to_cartesian(theta)
     if input_mean is not None:
         folded = -torch.mv(u, input_mean.to(u.dtype))
         bias = folded if bias is None else bias + folded
-    if amp is not None:
-        x, u, radius, bias = _cast(amp, x, u, radius, bias)
     return ops.geometric_relu_linear(x, u, radius, bias)[0]
-
-
-def _cast(dtype, *tensors):
-    return [None if t is None else t.to(dtype) for t in tensors]
 
 
 def _pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
@@ -223,8 +217,8 @@ def _geometric_relu_conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tenso
     if backend == "reference":
         if input_mean is not None:
             x = x - input_mean.view(1, -1, 1, 1)
-        if amp is not None:  # F.conv2d casts U and the bias itself
-            x, radius = x.to(amp), radius.to(amp)
+        if amp is not None:  # F.conv2d casts x, U and the bias itself
+            radius = radius.to(amp)
         z = reference.geometric_relu_conv2d(x, theta, radius, bias, kernel_size=kernel_size,
                                             stride=stride, padding=padding, dilation=dilation,
                                             groups=groups)
@@ -235,8 +229,6 @@ def _geometric_relu_conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tenso
         if input_mean is not None:
             bias = _fold_input_mean(x, u, bias, input_mean.to(u.dtype), stride, padding, dilation,
                                     groups)
-        if amp is not None:
-            x, u, radius, bias = _cast(amp, x, u, radius, bias)
         z = ops.geometric_relu_conv2d(x, u, radius, bias, stride, padding, dilation, groups)[0]
     return z.squeeze(0) if unbatched else z
 
@@ -374,6 +366,40 @@ def _register(namespace: str) -> None:
         torch.library.register_fake(lib + name, fake)
         torch.library.register_autograd(lib + name, grad or _double_backward(name),
                                         setup_context=setup or (lambda ctx, inputs, output: None))
+    for name in ("geometric_relu_linear", "geometric_relu_conv2d"):
+        _register_autocast(namespace, name)
+
+
+_AUTOCAST_LIBRARIES = []
+
+
+def _register_autocast(namespace: str, name: str) -> None:
+    """An autocast kernel for a layer op, as ATen's for linear and conv2d: float32/16 tensor
+    arguments are cast to the autocast dtype of their device, read at call time (so float16 and
+    bfloat16 both work, unlike torch.library.register_autocast's fixed dtype), then the op runs
+    with autocast off. A dispatcher kernel (eager) and a Python-dispatcher one (torch.compile,
+    torch.export), as register_autocast registers, so an exported program leaves the casts to
+    the autocast state it runs under, as it does for nn.Linear."""
+    op = getattr(getattr(torch.ops, namespace), name).default
+    library = torch.library.Library(namespace, "IMPL")
+    _AUTOCAST_LIBRARIES.append(library)
+    for device_type in ("cpu", "cuda"):
+        key_name = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+        key = getattr(torch._C.DispatchKey, key_name)
+
+        def autocast(*args, device_type=device_type, key=key):
+            dtype = torch.get_autocast_dtype(device_type)
+            args = [a.to(dtype) if isinstance(a, Tensor) and a.device.type == device_type
+                    and a.dtype in (torch.float32, torch.float16, torch.bfloat16) else a
+                    for a in args]
+            with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
+                return op(*args)
+
+        if op.has_kernel_for_dispatch_key(key):
+            op.py_kernels.pop(key, None)
+        op.py_impl(key)(autocast)
+        library.impl(name, lambda _, *args, autocast=autocast: autocast(*args), key_name,
+                     with_keyset=True)
 
 
 if _extension.loaded():

@@ -130,6 +130,20 @@ def test_autocast_cpu_bfloat16_compiled(name):
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_export_under_autocast_leaves_the_casts_to_the_caller(name):
+    """As for nn.Linear, exporting inside autocast records no casts: the program runs in
+    bfloat16 under autocast and in float32 outside it."""
+    model = make_model(name).eval()
+    x, _ = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        program = torch.export.export(model, (x,))
+        out = program.module()(x)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out, model(x))
+    torch.testing.assert_close(program.module()(x), model(x))
+
+
 @requires_gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
