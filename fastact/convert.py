@@ -86,6 +86,8 @@ def convert(model: nn.Module, relu: str | None = None, linear_relu: str | None =
         raise TypeError(f"fastact.convert: inplace must be a bool, got {inplace!r}")
     if not inplace:
         model = copy.deepcopy(model)
+    # Paths in the order of print(model), to list the changes in; replacements keep the paths.
+    order = {path: i for i, (path, _) in enumerate(model.named_modules(remove_duplicate=False))}
     changes: list[Change] = []
     if linear_relu is not None:
         for path, parent, name, module, producer in _relus(model):
@@ -108,6 +110,7 @@ def convert(model: nn.Module, relu: str | None = None, linear_relu: str | None =
             replacement = _replacement_for_relu(relu, producer[1] if producer else None)
             setattr(parent, name, replacement)
             changes.append(Change(path, repr(module), repr(replacement)))
+    changes.sort(key=lambda change: order[change.path])
     return Conversion(model, changes)
 
 

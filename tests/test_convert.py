@@ -146,11 +146,11 @@ def test_geometric_summary_of_a_nested_model():
     assert isinstance(converted["blocks.0.act"], fastact.nn.Hat)
     assert isinstance(converted["blocks.1.0"], fastact.nn.GeometricReLU)
     assert isinstance(converted["heads.out.0"], fastact.nn.GeometricReLU)
-    assert [(c.path, c.skipped) for c in result.changes] == [
+    assert [(c.path, c.skipped) for c in result.changes] == [  # in the order of print(model)
         ("blocks.0.features.0", False), ("blocks.0.features.1", False),
+        ("blocks.0.features.4", False), ("blocks.0.act", False),
         ("blocks.1.0", False), ("blocks.1.1", False),
         ("heads.out.0", False), ("heads.out.1", False),
-        ("blocks.0.features.4", False), ("blocks.0.act", False),
     ]
     change = result.changes[0]
     assert change.before.startswith("Conv2d(3, 8") and change.after.startswith("GeometricReLUConv2d(3, 8")
