@@ -22,6 +22,7 @@ from fastact.geometric import (
 )
 from fastact import nn
 from fastact import spectral
+from fastact.convert import convert
 
 __all__ = [
     "__version__",
@@ -36,4 +37,5 @@ __all__ = [
     "geometric_relu_conv2d",
     "nn",
     "spectral",
+    "convert",
 ]

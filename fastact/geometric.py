@@ -75,15 +75,30 @@ def cartesian_to_spherical(w: Tensor) -> tuple[Tensor, Tensor]:
     return _ops(backend).cartesian_to_spherical(w)
 
 
+def _autocast_dtype(x: Tensor):
+    """The dtype autocast runs matmuls and convolutions in on x's device, or None outside
+    autocast (and for float64 x, which autocast leaves alone). The GmP layers follow nn.Linear
+    and nn.Conv2d there: the layer ops cast x, the directions (computed from the angles in the
+    parameters' dtype), radius and bias to it at dispatch (_register_autocast), so the output
+    has it and the parameter gradients flow back through the casts in the parameters' dtype."""
+    device_type = x.device.type
+    if x.dtype == torch.float64 or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
 def _check_parameters(op: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
                       fan_in: int) -> None:
-    """theta [out, fan_in - 1], radius [out], bias None or [out], all of x's dtype and device."""
+    """theta [out, fan_in - 1], radius [out], bias None or [out], all of x's dtype (theta's
+    under autocast, which casts them all) and device."""
     for name, value in (("x", x), ("theta", theta), ("radius", radius), ("bias", bias)):
         if value is not None or name != "bias":
             _checks.float_tensor(op, name, value)
+    dtype, whose = ((theta.dtype, "theta's") if _autocast_dtype(x) is not None
+                    else (x.dtype, "x's"))
     for name, value in (("theta", theta), ("radius", radius), ("bias", bias)):
-        if value is not None and value.dtype != x.dtype:
-            raise TypeError(f"fastact.{op}: {name} must have x's dtype {x.dtype}, "
+        if value is not None and value.dtype != dtype:
+            raise TypeError(f"fastact.{op}: {name} must have {whose} dtype {dtype}, "
                             f"got {value.dtype}")
     _checks.same_device(op, x=x, theta=theta, radius=radius, bias=bias)
     if theta.dim() != 2 or theta.shape[1] != fan_in - 1:
@@ -119,13 +134,17 @@ def _geometric_relu(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias
                     input_mean: Tensor | None = None) -> Tensor:
     """The layer on `backend`, on x - input_mean when given: folded into the bias,
     (x - mu) u^T + b = x u^T + (b - u mu), so x - mu is never formed."""
+    amp = _autocast_dtype(x)
     if backend == "reference":
-        return reference.geometric_relu(x if input_mean is None else x - input_mean, theta, radius,
-                                        bias)
+        if input_mean is not None:
+            x = x - input_mean
+        if amp is not None:  # F.linear casts x, u and the bias itself
+            radius = radius.to(amp)
+        return reference.geometric_relu(x, theta, radius, bias)
     ops = _ops(backend)
     u = ops.spherical_to_cartesian(theta)
     if input_mean is not None:
-        folded = -torch.mv(u, input_mean)
+        folded = -torch.mv(u, input_mean.to(u.dtype))
         bias = folded if bias is None else bias + folded
     return ops.geometric_relu_linear(x, u, radius, bias)[0]
 
@@ -194,9 +213,12 @@ def _geometric_relu_conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tenso
     unbatched = x.dim() == 3
     if unbatched:
         x = x.unsqueeze(0)
+    amp = _autocast_dtype(x)
     if backend == "reference":
         if input_mean is not None:
             x = x - input_mean.view(1, -1, 1, 1)
+        if amp is not None:  # F.conv2d casts x, U and the bias itself
+            radius = radius.to(amp)
         z = reference.geometric_relu_conv2d(x, theta, radius, bias, kernel_size=kernel_size,
                                             stride=stride, padding=padding, dilation=dilation,
                                             groups=groups)
@@ -205,7 +227,8 @@ def _geometric_relu_conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tenso
         out = theta.shape[0]
         u = ops.spherical_to_cartesian(theta).view(out, x.shape[1] // groups, *kernel_size)
         if input_mean is not None:
-            bias = _fold_input_mean(x, u, bias, input_mean, stride, padding, dilation, groups)
+            bias = _fold_input_mean(x, u, bias, input_mean.to(u.dtype), stride, padding, dilation,
+                                    groups)
         z = ops.geometric_relu_conv2d(x, u, radius, bias, stride, padding, dilation, groups)[0]
     return z.squeeze(0) if unbatched else z
 
@@ -343,6 +366,40 @@ def _register(namespace: str) -> None:
         torch.library.register_fake(lib + name, fake)
         torch.library.register_autograd(lib + name, grad or _double_backward(name),
                                         setup_context=setup or (lambda ctx, inputs, output: None))
+    for name in ("geometric_relu_linear", "geometric_relu_conv2d"):
+        _register_autocast(namespace, name)
+
+
+_AUTOCAST_LIBRARIES = []
+
+
+def _register_autocast(namespace: str, name: str) -> None:
+    """An autocast kernel for a layer op, as ATen's for linear and conv2d: float32/16 tensor
+    arguments are cast to the autocast dtype of their device, read at call time (so float16 and
+    bfloat16 both work, unlike torch.library.register_autocast's fixed dtype), then the op runs
+    with autocast off. A dispatcher kernel (eager) and a Python-dispatcher one (torch.compile,
+    torch.export), as register_autocast registers, so an exported program leaves the casts to
+    the autocast state it runs under, as it does for nn.Linear."""
+    op = getattr(getattr(torch.ops, namespace), name).default
+    library = torch.library.Library(namespace, "IMPL")
+    _AUTOCAST_LIBRARIES.append(library)
+    for device_type in ("cpu", "cuda"):
+        key_name = "Autocast" + torch._C._dispatch_key_for_device(device_type)
+        key = getattr(torch._C.DispatchKey, key_name)
+
+        def autocast(*args, device_type=device_type, key=key):
+            dtype = torch.get_autocast_dtype(device_type)
+            args = [a.to(dtype) if isinstance(a, Tensor) and a.device.type == device_type
+                    and a.dtype in (torch.float32, torch.float16, torch.bfloat16) else a
+                    for a in args]
+            with torch._C._ExcludeDispatchKeyGuard(torch._C.DispatchKeySet(key)):
+                return op(*args)
+
+        if op.has_kernel_for_dispatch_key(key):
+            op.py_kernels.pop(key, None)
+        op.py_impl(key)(autocast)
+        library.impl(name, lambda _, *args, autocast=autocast: autocast(*args), key_name,
+                     with_keyset=True)
 
 
 if _extension.loaded():

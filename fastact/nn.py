@@ -13,8 +13,6 @@ from fastact.hat import hat
 
 __all__ = ["Hat", "DCTActivation", "InputMeanNorm", "GeometricReLU", "GeometricReLUConv2d"]
 
-__all__ = ["Hat", "InputMeanNorm", "GeometricReLU", "GeometricReLUConv2d"]
-
 
 class Hat(nn.Module):
     """Hat activation, a drop-in for nn.ReLU: max(0, 1 - |x - 1|) elementwise.

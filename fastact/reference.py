@@ -51,7 +51,7 @@ def dct_activation(x: Tensor, coeffs: Tensor, *, channel_dim: int = 1,
         k = 2 * k + 1
     basis = torch.cos(math.pi * k * t.unsqueeze(-1))  # [..., K]
     shape = [1] * x.dim() + [num_coeffs]
-    if table.shape[0] > 1:
+    if table.shape[0] != 1:  # one row per channel (zero rows for zero channels)
         shape[channel_dim % x.dim()] = table.shape[0]
     return (basis * table.view(shape)).sum(-1).to(x.dtype)
 def spherical_to_cartesian(theta: Tensor) -> Tensor:
@@ -64,8 +64,8 @@ def spherical_to_cartesian(theta: Tensor) -> Tensor:
 
 
 def _sqrt_with_zero_gradient_at_zero(t: Tensor) -> Tensor:
-    positive = t > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, t, 1)), 0)
+    zero = t == 0  # (not "t > 0": a NaN sum of squares gives a NaN radius)
+    return torch.where(zero, 0, torch.sqrt(torch.where(zero, 1, t)))
 
 
 def cartesian_to_spherical(w: Tensor) -> tuple[Tensor, Tensor]:

@@ -52,7 +52,7 @@ def frequencies_of(num_coeffs, frequencies, dtype=torch.float64):
 def broadcast_coeffs(coeffs2d, x, channel_dim):
     """[rows, K] -> a tensor broadcasting against x[..., None]."""
     shape = [1] * x.dim() + [coeffs2d.shape[1]]
-    if coeffs2d.shape[0] > 1:
+    if coeffs2d.shape[0] != 1:
         shape[channel_dim] = coeffs2d.shape[0]
     return coeffs2d.reshape(shape)
 
@@ -140,10 +140,11 @@ def check_against_reference(backend, x, coeffs, grad=None, **kwargs):
     # plus n u sum |grad| of summation error.
     terms = g64.abs().unsqueeze(-1) * term_bounds(x, num_coeffs, domain, frequencies, u)
     magnitudes = g64.abs().unsqueeze(-1).expand(terms.shape)
-    if table.shape[0] > 1:
+    if table.shape[0] != 1:
         dims = [d for d in range(x.dim()) if d != channel_dim]
-        terms, magnitudes = terms.sum(dims), magnitudes.sum(dims)
-        count = x.numel() // table.shape[0]
+        if dims:  # (sum over an empty list of dims would sum over all of them)
+            terms, magnitudes = terms.sum(dims), magnitudes.sum(dims)
+        count = x.numel() // max(table.shape[0], 1)
     else:
         terms = terms.reshape(-1, num_coeffs).sum(0, keepdim=True)
         magnitudes = magnitudes.reshape(-1, num_coeffs).sum(0, keepdim=True)

@@ -139,7 +139,8 @@ def _cartesian_angle(y, x):
     angle = _atan_unit(tl.minimum(ax, ay) / tl.where(larger > 0.0, larger, 1.0))
     angle = tl.where(ay > ax, (1.57079632679489655800 - angle) + 6.123233995736766036e-17, angle)
     angle = tl.where(x < 0.0, (3.14159265358979311600 - angle) + 1.2246467991473532072e-16, angle)
-    angle = tl.where(y < 0.0, -angle, angle)
+    # The sign bit, as C's atan2 (the CPU/CUDA kernels): atan2(-0, x < 0) = -pi.
+    angle = tl.where(y.to(tl.int64, bitcast=True) < 0, -angle, angle)
     return tl.where((x == 0.0) & (y == 0.0), 0.0, angle)
 
 
@@ -147,11 +148,13 @@ def _cartesian_angle(y, x):
 def _row_scale(w_rows, rows_ok, n, BLOCK_R: tl.constexpr):
     # A power of two per row bringing the largest |w| to [0.5, 2) (and its inverse), from the
     # exponent bits, so that sums of squares cannot overflow or underflow.
+    # As fastact/geometric.h: NaNs are passed over, and a row with an infinity is not scaled.
     largest = tl.zeros((BLOCK_R,), tl.float64)
     for k in range(0, n):
-        largest = tl.maximum(largest, tl.abs(_to_f64(tl.load(w_rows + k, mask=rows_ok, other=0.0))))
+        a = tl.abs(_to_f64(tl.load(w_rows + k, mask=rows_ok, other=0.0)))
+        largest = tl.where(a > largest, a, largest)
     exponent = (largest.to(tl.int64, bitcast=True) >> 52) & 0x7FF
-    scale_field = 2045 - tl.minimum(exponent, 2044)
+    scale_field = tl.where(exponent < 0x7FF, 2045 - tl.minimum(exponent, 2044), 1023)
     scale = (scale_field << 52).to(tl.float64, bitcast=True)
     inverse = ((2046 - scale_field) << 52).to(tl.float64, bitcast=True)
     return scale, inverse
