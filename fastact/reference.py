@@ -54,6 +54,8 @@ def dct_activation(x: Tensor, coeffs: Tensor, *, channel_dim: int = 1,
     if table.shape[0] != 1:  # one row per channel (zero rows for zero channels)
         shape[channel_dim % x.dim()] = table.shape[0]
     return (basis * table.view(shape)).sum(-1).to(x.dtype)
+
+
 def spherical_to_cartesian(theta: Tensor) -> Tensor:
     """u_1 = cos th_1, u_i = (prod_{j<i} sin th_j) cos th_i, u_n = prod_{j<n} sin th_j: the
     cumulative product of [1, sin th_1, ..., sin th_{n-1}] times [cos th_1, ..., cos th_{n-1}, 1].
