@@ -1,13 +1,14 @@
 // DCT-basis activation CPU kernels; compiled once per instruction set by csrc/cpu/isa_*.cpp.
 //
-// Work goes in lane blocks of V elements (256 bytes of the compute type: four AVX-512 or eight
-// AVX2 registers per value). The per-element set-up (dct_sum forward, dct_point backward) runs
-// over the block first, then the K terms run term-outer, lane-inner over fixed-size lane arrays,
-// which the compiler keeps in vector registers: four or eight independent recurrences hide the
-// latency of each step. The
-// coefficients of term j are one vector load (lanes across channels) or one broadcast (lanes
-// along a channel). A partial block (n < V) is padded with zeros, which add nothing to the
-// coefficient gradients.
+// Forward: runs of elements go one vector register (Pack) at a time through dct_sum, its K
+// steps and its value, straight-line code whose state never leaves the registers; the
+// out-of-order core overlaps consecutive packs. The coefficients of term j are one vector
+// load (lanes across channels) or one broadcast (lanes along a channel).
+// Backward: lane blocks of V elements (256 bytes of the compute type: four AVX-512 or eight
+// AVX2 registers per value). The per-element set-up (dct_point) runs over the block first, then
+// the K terms run term-outer, lane-inner over fixed-size lane arrays, which the compiler keeps
+// in vector registers: four or eight independent recurrences hide the latency of each step.
+// A partial block (n < V) is padded with zeros, which add nothing to the coefficient gradients.
 #include <type_traits>
 
 #include "cpu/dct_tasks.h"
@@ -22,6 +23,10 @@ namespace dct {
 // leaves the per-element selects as branches and the block unvectorised. (Its symbol is in
 // this instruction set's namespace, so the copies never merge.)
 #define FASTACT_LANE_BLOCK __attribute__((noinline))
+
+#ifndef FASTACT_ISA_VECTOR_BYTES
+#define FASTACT_ISA_VECTOR_BYTES 16  // SSE2 / the baseline
+#endif
 
 template <typename T>
 constexpr int lanes() {
@@ -70,87 +75,142 @@ FASTACT_HOST_DEVICE T lane_coeff(const T* row, int l) {
   return kLanesAreChannels ? row[l] : row[0];
 }
 
-// y = sum_j F_j cos(pi k_j t) for n <= V elements (dct_sum: Clenshaw's sum, terms from
-// K - 1 down to 0); F_j of lane l is lane_coeff(coeffs + j * coeff_step, l).
-template <typename S, bool kLanesAreChannels, bool kOdd, bool kClamp>
-FASTACT_LANE_BLOCK void forward_lanes(const S* x, S* y, int n,
-                                       const typename Storage<S>::acc_t* coeffs,
-                                       int64_t coeff_step, int64_t num_coeffs,
-                                       const Domain<typename Storage<S>::acc_t>& d) {
-  using T = typename Storage<S>::acc_t;
-  constexpr int V = lanes<T>();
-  T lambda[V], flip[V], scale[V], tail[V], dj[V], bj[V];
-  // Whole float/double blocks are read and written in place; others go through xs and ys
-  // (converted, zero padded).
-  constexpr bool kInPlace = std::is_same_v<S, T>;
-  T xs[V], ys[V];
-  const T* in = xs;
-  T* out = ys;
-  if constexpr (kInPlace) {
-    if (n == V) {
-      in = reinterpret_cast<const T*>(x);
-      out = reinterpret_cast<T*>(y);
-    }
+typedef float VecFloat __attribute__((vector_size(FASTACT_ISA_VECTOR_BYTES)));
+typedef double VecDouble __attribute__((vector_size(FASTACT_ISA_VECTOR_BYTES)));
+
+// One vector register of T: the lanes of the forward, which runs dct_sum and its steps on whole
+// packs so that each element's state stays in registers from its set-up to its value (as lane
+// arrays between `omp simd` loops it went through the stack every step).
+template <typename T>
+struct Pack {
+  using lane_type = T;
+  using Vec = std::conditional_t<sizeof(T) == 8, VecDouble, VecFloat>;
+  using Bits = decltype(Vec{} < Vec{});  // lanes of all ones or zeros; also T's bits
+  static constexpr int kLanes = FASTACT_ISA_VECTOR_BYTES / sizeof(T);
+  Vec v;
+
+  Pack() = default;
+  FASTACT_HOST_DEVICE Pack(T value) : v(value - Vec{}) {}  // every lane (x - 0 is x)
+  FASTACT_HOST_DEVICE explicit Pack(Vec lanes) : v(lanes) {}
+  static FASTACT_HOST_DEVICE Pack load(const T* p) {
+    Pack r;
+    __builtin_memcpy(&r.v, p, sizeof(Vec));
+    return r;
   }
-  if (in == xs) load_lanes<S, T, V>(x, n, xs);
+  FASTACT_HOST_DEVICE void store(T* p) const { __builtin_memcpy(p, &v, sizeof(Vec)); }
+
+  friend FASTACT_HOST_DEVICE Pack operator+(Pack a, Pack b) { return Pack(a.v + b.v); }
+  friend FASTACT_HOST_DEVICE Pack operator-(Pack a, Pack b) { return Pack(a.v - b.v); }
+  friend FASTACT_HOST_DEVICE Pack operator*(Pack a, Pack b) { return Pack(a.v * b.v); }
+  friend FASTACT_HOST_DEVICE Pack operator-(Pack a) { return Pack(-a.v); }
+  FASTACT_HOST_DEVICE Pack& operator+=(Pack b) { return *this = *this + b; }
+  friend FASTACT_HOST_DEVICE Bits operator<(Pack a, Pack b) { return a.v < b.v; }
+  friend FASTACT_HOST_DEVICE Bits operator>(Pack a, Pack b) { return a.v > b.v; }
+  friend FASTACT_HOST_DEVICE Bits operator!=(Pack a, Pack b) { return a.v != b.v; }
+
+  // The formula's primitives (dct.h), found by argument-dependent lookup.
+  friend FASTACT_HOST_DEVICE Pack select(Bits condition, Pack a, Pack b) {
+    return Pack(condition ? a.v : b.v);
+  }
+  friend FASTACT_HOST_DEVICE Pack mul_add(Pack a, Pack b, Pack c) { return Pack(a.v * b.v + c.v); }
+  friend FASTACT_HOST_DEVICE Pack magnitude(Pack a) {
+    return Pack(Vec(Bits(a.v) & ~Bits(T(-0.0) - Vec{})));  // clear the sign bits
+  }
+  friend FASTACT_HOST_DEVICE Pack round_to_integer(Pack a) {
+#if defined(FASTACT_ISA_HAS_ROUND) && FASTACT_ISA_VECTOR_BYTES == 64
+    // The masked forms: the plain ones start from _mm512_undefined_*, which GCC 12 warns about.
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    if constexpr (sizeof(T) == 8) return Pack(Vec(_mm512_mask_roundscale_pd(a.v, 0xff, a.v, kNearest)));
+    else return Pack(Vec(_mm512_mask_roundscale_ps(a.v, 0xffff, a.v, kNearest)));
+#elif defined(FASTACT_ISA_HAS_ROUND) && FASTACT_ISA_VECTOR_BYTES == 32
+    constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    if constexpr (sizeof(T) == 8) return Pack(Vec(_mm256_round_pd(a.v, kNearest)));
+    else return Pack(Vec(_mm256_round_ps(a.v, kNearest)));
+#else
+    // As the scalar round_to_integer without a round instruction: +-2^23 (2^52) and back.
+    const Pack big(sizeof(T) == 8 ? T(4503599627370496.0) : T(8388608.0));
+    const Pack shift = select(a < Pack(T(0)), -big, big);
+    return select(magnitude(a) < big, (a + shift) - shift, a);
+#endif
+  }
+};
+
+// The coefficients of term j for a pack: its lanes' own (lanes across channels, `row` at the
+// pack's first lane) or the row's single value.
+template <bool kLanesAreChannels, typename T>
+FASTACT_HOST_DEVICE Pack<T> pack_coeff(const T* row) {
+  return kLanesAreChannels ? Pack<T>::load(row) : Pack<T>(row[0]);
+}
+
+// y = sum_j F_j cos(pi k_j t) for one pack (dct_sum: Clenshaw's sum, terms from K - 1 down to
+// 0); F_j of the pack is pack_coeff(coeffs + j * coeff_step).
+template <bool kLanesAreChannels, bool kOdd, bool kClamp, typename T>
+FASTACT_HOST_DEVICE Pack<T> forward_pack(Pack<T> x, const T* coeffs, int64_t coeff_step,
+                                         int64_t num_coeffs, Pack<T> scale, Pack<T> offset) {
+  using P = Pack<T>;
+  const DctSum<P> s = dct_sum(x, scale, offset, kOdd, kClamp);
+  auto coeff = [&](int64_t j) { return pack_coeff<kLanesAreChannels>(coeffs + j * coeff_step); };
   // Term K - 1 starts the sum: d = b = G_{K-1}.
-  const int64_t last = num_coeffs - 1;
-  const T* f_last = coeffs + last * coeff_step;
-#pragma omp simd
-  for (int l = 0; l < V; ++l) {
-    const DctSum<T> s = dct_sum(in[l], d.scale, d.offset, kOdd, kClamp);
-    lambda[l] = s.lambda;
-    flip[l] = s.flip;
-    scale[l] = s.scale;
-    tail[l] = s.tail;
-    const T f = lane_coeff<kLanesAreChannels>(f_last, l);
-    dj[l] = (last % 2 == 1) ? f * s.flip : f;
-    bj[l] = dj[l];
+  int64_t j = num_coeffs - 1;
+  P d = j % 2 == 1 ? coeff(j) * s.flip : coeff(j);
+  if (j == 0) return dct_sum_value(s, d, T(0) * s.lambda);  // b_1 = 0 (NaN for NaN x)
+  P b = d;
+  // Terms K - 2 .. 1, an even one first if need be and then pairs (odd, even), so that which
+  // coefficients take the flip is known without a test per term.
+  --j;
+  if (j >= 2 && j % 2 == 0) dct_sum_step(s.lambda, coeff(j--), d, b);
+  for (; j >= 3; j -= 2) {
+    dct_sum_step(s.lambda, coeff(j) * s.flip, d, b);
+    dct_sum_step(s.lambda, coeff(j - 1), d, b);
   }
-  // Terms K - 2 .. 1 in pairs (odd, even) and (even, odd) as the parity of K - 2 says, so that
-  // which coefficients take the flip is known at compile time.
-  int64_t j = last - 1;
-  const bool odd_first = j % 2 == 1;
-  for (; j >= 2; j -= 2) {
-    const T* f_hi = coeffs + j * coeff_step;
-    const T* f_lo = f_hi - coeff_step;
-    if (odd_first) {
-#pragma omp simd
-      for (int l = 0; l < V; ++l) {
-        dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(f_hi, l) * flip[l], dj[l], bj[l]);
-        dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(f_lo, l), dj[l], bj[l]);
-      }
-    } else {
-#pragma omp simd
-      for (int l = 0; l < V; ++l) {
-        dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(f_hi, l), dj[l], bj[l]);
-        dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(f_lo, l) * flip[l], dj[l], bj[l]);
-      }
+  if (j == 1) dct_sum_step(s.lambda, coeff(1) * s.flip, d, b);
+  const P b1 = b;
+  dct_sum_step(s.lambda, coeff(0), d, b);
+  return dct_sum_value(s, d, b1);
+}
+
+// The forward of n consecutive elements: lanes across channels (coefficient column i for
+// element i) or along one channel. Float and double are read and written in place, a partial
+// pack through a zero-padded copy; 16-bit types are converted V elements at a time.
+template <typename S, bool kLanesAreChannels, bool kOdd, bool kClamp>
+FASTACT_LANE_BLOCK void forward_run(const S* x, S* y, int64_t n,
+                                     const typename Storage<S>::acc_t* coeffs, int64_t coeff_step,
+                                     int64_t num_coeffs,
+                                     const Domain<typename Storage<S>::acc_t>& d) {
+  using T = typename Storage<S>::acc_t;
+  using P = Pack<T>;
+  constexpr int W = P::kLanes;
+  const P scale(d.scale), offset(d.offset);
+  // Pack i of a run of T in memory at `in`, `out`.
+  auto run_packs = [&](const T* in, T* out, int64_t count, int64_t first) {
+    for (int64_t i = 0; i < count; i += W) {
+      const T* f = kLanesAreChannels ? coeffs + first + i : coeffs;
+      forward_pack<kLanesAreChannels, kOdd, kClamp>(P::load(in + i), f, coeff_step, num_coeffs,
+                                                    scale, offset)
+          .store(out + i);
     }
-  }
-  if (j == 1) {
-    const T* f1 = coeffs + coeff_step;
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(f1, l) * flip[l], dj[l], bj[l]);
-    }
-  }
-  if (num_coeffs == 1) {
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      const DctSum<T> s{lambda[l], flip[l], scale[l], tail[l]};
-      out[l] = dct_sum_value(s, dj[l], T(0) * lambda[l]);  // b_1 = 0 (NaN for NaN x)
+  };
+  if constexpr (std::is_same_v<S, T>) {
+    const int64_t whole = n / W * W;
+    run_packs(x, y, whole, 0);
+    if (whole < n) {
+      T buffer[W];
+      for (int l = 0; l < W; ++l) buffer[l] = whole + l < n ? x[whole + l] : T(0);
+      run_packs(buffer, buffer, W, whole);
+      for (int64_t l = 0; l < n - whole; ++l) y[whole + l] = buffer[l];
     }
   } else {
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      const DctSum<T> s{lambda[l], flip[l], scale[l], tail[l]};
-      T b1 = bj[l];
-      dct_sum_step(lambda[l], lane_coeff<kLanesAreChannels>(coeffs, l), dj[l], bj[l]);
-      out[l] = dct_sum_value(s, dj[l], b1);
+    constexpr int V = lanes<T>();
+    static_assert(V % W == 0);
+    T buffer[V];
+    for (int64_t at = 0; at < n; at += V) {
+      const int chunk = int(n - at < V ? n - at : V);
+      load_chunk(x + at, buffer, chunk);
+      for (int l = chunk; l < V; ++l) buffer[l] = T(0);
+      run_packs(buffer, buffer, V, at);
+      store_chunk(buffer, y + at, chunk);
     }
   }
-  if (out == ys) store_lanes<S, T, V>(ys, n, y);
 }
 
 // The backward of n <= V elements: grad_x = grad * sum_j G_j sin(pi k_j t) (G_j of lane l is
@@ -229,11 +289,11 @@ FASTACT_LANE_BLOCK void backward_lanes(const S* grad, const S* x, S* grad_x, int
   }
 }
 
-// Calls block(memory offset, n) for the lane blocks of one piece of one channel's elements
-// (channel-constant runs), in memory order.
-template <int V, typename Block>
-FASTACT_HOST_DEVICE void for_each_block_of_piece(const DctProblem& pr, int64_t channel,
-                                                 int64_t piece, Block block) {
+// Calls run(memory offset, n) for the channel-constant runs of one piece of one channel's
+// elements, in memory order.
+template <typename Run>
+FASTACT_HOST_DEVICE void for_each_run_of_piece(const DctProblem& pr, int64_t channel,
+                                               int64_t piece, Run run_at) {
   const int64_t per_channel = pr.outer * pr.inner;
   int64_t position = piece * pr.piece_length;
   const int64_t remaining = per_channel - position;
@@ -242,35 +302,38 @@ FASTACT_HOST_DEVICE void for_each_block_of_piece(const DctProblem& pr, int64_t c
     const int64_t row = position / pr.inner;
     const int64_t in_row = position - row * pr.inner;
     const int64_t run = (pr.inner - in_row < stop - position) ? pr.inner - in_row : stop - position;
-    const int64_t base = (row * pr.channels + channel) * pr.inner + in_row;
-    for (int64_t b = 0; b < run; b += V) block(base + b, int(run - b < V ? run - b : V));
+    run_at((row * pr.channels + channel) * pr.inner + in_row, run);
     position += run;
   }
+}
+
+// Calls block(memory offset, n) for the lane blocks (n <= V) of the same.
+template <int V, typename Block>
+FASTACT_HOST_DEVICE void for_each_block_of_piece(const DctProblem& pr, int64_t channel,
+                                                 int64_t piece, Block block) {
+  for_each_run_of_piece(pr, channel, piece, [&](int64_t base, int64_t run) {
+    for (int64_t b = 0; b < run; b += V) block(base + b, int(run - b < V ? run - b : V));
+  });
 }
 
 template <typename S, bool kOdd, bool kClamp>
 FASTACT_HOST_DEVICE void forward_tasks(const DctProblem& pr, const typename Storage<S>::acc_t* table,
                                        const S* x, S* y, int64_t begin, int64_t end) {
   using T = typename Storage<S>::acc_t;
-  constexpr int V = lanes<T>();
   const Domain<T> d{T(pr.scale), T(pr.offset)};
   const int64_t K = pr.num_coeffs;
   if (pr.lanes_are_channels) {
     const int64_t C = pr.channels;
     for (int64_t row = begin; row < end; ++row) {
-      const int64_t base = row * C;
-      for (int64_t c0 = 0; c0 < C; c0 += V) {
-        forward_lanes<S, true, kOdd, kClamp>(x + base + c0, y + base + c0, int(C - c0 < V ? C - c0 : V),
-                               table + c0, pr.columns, K, d);
-      }
+      forward_run<S, true, kOdd, kClamp>(x + row * C, y + row * C, C, table, pr.columns, K, d);
     }
     return;
   }
   for (int64_t task = begin; task < end; ++task) {
     const int64_t channel = task / pr.num_pieces;
     const T* coeffs = table + channel * K;
-    for_each_block_of_piece<V>(pr, channel, task % pr.num_pieces, [&](int64_t at, int n) {
-      forward_lanes<S, false, kOdd, kClamp>(x + at, y + at, n, coeffs, 1, K, d);
+    for_each_run_of_piece(pr, channel, task % pr.num_pieces, [&](int64_t at, int64_t n) {
+      forward_run<S, false, kOdd, kClamp>(x + at, y + at, n, coeffs, 1, K, d);
     });
   }
 }

@@ -9,6 +9,7 @@
 // GCC does not define __F16C__ (or __SSE4_1__) for a target pragma: say it for the kernels.
 #define FASTACT_ISA_HAS_F16C 1
 #define FASTACT_ISA_HAS_ROUND 1  // SSE4.1's vector round instruction
+#define FASTACT_ISA_VECTOR_BYTES 32  // the width of the kernels' vector packs
 #endif
 
 #define FASTACT_ISA avx2

@@ -18,10 +18,31 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "fastact/common.h"
 
 namespace fastact {
+
+// The formulas below are written once for a scalar T (CUDA, Triton's mirror, the CPU backward)
+// and for the CPU kernels' vector packs (cpu/dct_kernel.h), which bring their own overloads of
+// select, mul_add, round_to_integer and magnitude and name their lanes' type as lane_type.
+template <typename T, typename = void>
+struct LaneOf {
+  using type = T;
+};
+template <typename T>
+struct LaneOf<T, std::void_t<typename T::lane_type>> {
+  using type = typename T::lane_type;
+};
+template <typename T>
+using lane_t = typename LaneOf<T>::type;
+
+// condition ? a : b, elementwise for the packs.
+template <typename T>
+FASTACT_HOST_DEVICE T select(bool condition, T a, T b) {
+  return condition ? a : b;
+}
 
 // a * b + c: one fused rounding on CUDA; on the CPU the compiler contracts it to an FMA where
 // the instruction set has one (the avx2 kernels) and leaves two roundings elsewhere. Either
@@ -72,7 +93,7 @@ template <typename T>
 FASTACT_HOST_DEVICE void sincospi_quarter(T q, T& sin_value, T& cos_value) {
   const T q2 = q * q;
   T s, c;
-  if constexpr (sizeof(T) == 8) {
+  if constexpr (sizeof(lane_t<T>) == 8) {
     s = T(0x1.e3eed5ca3247ep-12);
     s = mul_add(s, q2, T(-0x1.e30063a01d33fp-8));
     s = mul_add(s, q2, T(0x1.50782fca38aacp-4));
@@ -197,21 +218,21 @@ struct DctSum {
 template <typename T>
 FASTACT_HOST_DEVICE DctSum<T> dct_sum(T x, T scale, T offset, bool odd, bool clamp) {
   T t = mul_add(x, scale, offset);
-  t = clamp ? (t < T(0) ? T(0) : (t > T(1) ? T(1) : t)) : t;  // selects: NaN passes
+  if (clamp) t = select(t < T(0), T(0), select(t > T(1), T(1), t));  // selects: NaN passes
   const T m = round_to_integer(t);
   const T r = magnitude(t - m);  // exact, as are 1/2 - r and r / 2
   const T half_m = m * T(0.5);
-  const T parity = round_to_integer(half_m) != half_m ? T(-1) : T(1);  // (-1)^m
-  const bool mirrored = odd && r > T(0.25);
-  const T q = odd ? (mirrored ? T(0.5) - r : r) : r * T(0.5);
+  const T parity = select(round_to_integer(half_m) != half_m, T(-1), T(1));  // (-1)^m
+  const auto mirrored = r > T(0.25);  // the odd basis only
+  const T q = odd ? select(mirrored, T(0.5) - r, r) : r * T(0.5);
   T s, c;
   sincospi_quarter(q, s, c);
   DctSum<T> sum;
   sum.lambda = T(-4) * s * s;
   if (odd) {
-    sum.flip = mirrored ? T(-1) : T(1);
-    sum.scale = parity * (mirrored ? s : c);  // (-1)^(k m) = (-1)^m for odd k
-    sum.tail = mirrored ? T(2) : T(0);
+    sum.flip = select(mirrored, T(-1), T(1));
+    sum.scale = parity * select(mirrored, s, c);  // (-1)^(k m) = (-1)^m for odd k
+    sum.tail = select(mirrored, T(2), T(0));
   } else {
     sum.flip = parity;
     sum.scale = T(1);
