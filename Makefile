@@ -42,11 +42,13 @@ bench: extension
 bench-quick: extension
 	$(PY) benchmarks/run.py --quick $(BENCH_ARGS)
 
-# The performance regression check (CI): the quick speed suite against the committed baseline.
+# The performance regression check (CI): the quick speed suite against the committed baseline
+# of this machine class in benchmarks/baseline.json.
 bench-check: extension
 	$(PY) benchmarks/run.py --check benchmarks/baseline.json --out bench-results/check
 
-# A new baseline: the quick suite 5 times (one thread), the noise study in bench-results/.
+# A new baseline for this machine class: the quick suite 5 times (one thread), the noise study
+# in bench-results/baseline/.
 bench-baseline: extension
 	$(PY) benchmarks/run.py --update-baseline benchmarks/baseline.json --out bench-results/baseline
 

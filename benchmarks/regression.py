@@ -4,11 +4,18 @@ Absolute times mean nothing on a shared machine; ratios of two providers timed i
 run, interleaved, mostly do. For each fastact backend the check compares
   fastact[<backend>]/limit      its time over the memory-bound limit's (1.0 = at the limit)
   fastact[<backend>]/compiled   its time over the compiled reference's
-per (op, mode, dtype, size) at the --quick sizes; higher is worse. benchmarks/baseline.json
-holds each ratio's value (the median of several runs) and a tolerance from the spread of
+per (op, mode, dtype, size) at the --quick sizes; higher is worse. A baseline
+(in benchmarks/baseline.json) holds each ratio's value (the median of several runs) and a tolerance from the spread of
 those runs (`run.py --update-baseline`). A ratio fails when it is worse than its baseline by
 more than its tolerance; a case with a failing ratio is measured again once, and only the
 second measurement counts.
+
+Ratios depend on the machine (another CPU vendor, another instruction set for the kernels or
+for inductor's code can move a ratio 2x), so benchmarks/baseline.json holds a baseline per
+machine class (`machine_class`). On a machine without its own baseline the check compares with
+the baseline of the same device that was taken last, with every tolerance raised to
+CROSS_MACHINE_TOLERANCE: it then catches gross regressions only (a kernel falling back to a
+slow path), and says so.
 
 This module is pure logic on results rows (dicts as in results.json): no timing, no torch.
 """
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -32,9 +40,35 @@ DENOMINATORS = ("limit", "compiled")
 # spread = (max - min) / median of the ratio over the baseline's runs.
 TOLERANCE_FLOOR = 0.10
 TOLERANCE_FACTOR = 2.0
+# Without a baseline of this machine class: a ratio may be up to 2x its value on another.
+CROSS_MACHINE_TOLERANCE = 1.0
 
 CaseKey = tuple[str, str, str, str]      # (op, mode, dtype, size)
 RatioKey = tuple[str, str, str, str, str]  # (op, mode, dtype, size, ratio)
+
+
+def machine_class(machine: dict, device: str) -> str:
+    """The name of the baselines that apply to `machine` (run.py's machine() dict): the device,
+    the processor's model and, on CPU, the instruction set of fastact's CPU kernels; e.g.
+    "cpu-intel-xeon-2-80ghz-avx512", "cuda-nvidia-h100-80gb-hbm3"."""
+    model = machine.get("gpu") if device == "cuda" else machine.get("cpu")
+    words = re.sub(r"\((r|tm)\)|\b(processor|cpu)\b", " ", str(model or "unknown").lower())
+    parts = [device, *re.findall(r"[a-z0-9]+", words)]
+    if device == "cpu":
+        parts.append(str(machine.get("cpu_kernels") or "unknown"))
+    return "-".join(parts)
+
+
+def select_baseline(baselines: dict[str, dict], wanted: str) -> tuple[str, bool] | None:
+    """(name, same_machine) of the baseline to check a `wanted`-class machine against: its own,
+    else the newest of the same device (by its machine's date); None if the device has none."""
+    if wanted in baselines:
+        return wanted, True
+    device = wanted.split("-", 1)[0]
+    same_device = [name for name, b in baselines.items() if b["settings"]["device"] == device]
+    if not same_device:
+        return None
+    return max(same_device, key=lambda name: baselines[name]["machine"].get("date", "")), False
 
 
 def case_key(row_or_entry: dict) -> CaseKey:
@@ -90,9 +124,6 @@ def build_baseline(runs: list[dict], statistic: str = STATISTIC) -> dict:
                         "tolerance": tolerance(spread)})
     first = runs[0]
     return {
-        "about": "Within-run ratios of the --quick speed suite (higher is worse) and the "
-                 "tolerance each gets, from the spread of `runs` runs; refresh with "
-                 "`make bench-baseline`. See benchmarks/regression.py.",
         "settings": {**first["settings"], "statistic": statistic, "runs": len(runs),
                      "tolerance_floor": TOLERANCE_FLOOR, "tolerance_factor": TOLERANCE_FACTOR},
         "machine": first["machine"],
@@ -100,11 +131,31 @@ def build_baseline(runs: list[dict], statistic: str = STATISTIC) -> dict:
     }
 
 
-def dumps(baseline: dict) -> str:
-    """baseline.json's text: one line per ratio, so that a refresh diffs readably."""
-    head = json.dumps({k: v for k, v in baseline.items() if k != "ratios"}, indent=1)
-    entries = ",\n  ".join(json.dumps(entry) for entry in baseline["ratios"])
-    return head[:-2] + ',\n "ratios": [\n  ' + entries + "\n ]\n}\n"
+ABOUT_FILE = ("The regression check's baselines, one per machine class (device, processor, "
+              "instruction set of the CPU kernels): within-run ratios of the --quick speed "
+              "suite (higher is worse) and the tolerance each gets from the spread of its runs. "
+              "Refresh this machine's with `make bench-baseline`; see benchmarks/regression.py.")
+
+
+def baselines_of(document: dict) -> dict[str, dict]:
+    """The baselines of a baseline file by machine class: the file holds {"baselines": {class:
+    baseline}}, or is one baseline (build_baseline's dict)."""
+    if "baselines" in document:
+        return dict(document["baselines"])
+    return {machine_class(document["machine"], document["settings"]["device"]): document}
+
+
+def dumps(baselines: dict[str, dict]) -> str:
+    """The text of a baseline file holding `baselines` (by machine class): one line per ratio,
+    so that a refresh diffs readably."""
+    parts = []
+    for name, baseline in sorted(baselines.items()):
+        head = ",\n".join(f"   {json.dumps(k)}: {json.dumps(v)}" for k, v in baseline.items()
+                          if k != "ratios")
+        entries = ",\n    ".join(json.dumps(entry) for entry in baseline["ratios"])
+        parts.append(f"  {json.dumps(name)}: {{\n{head},\n   \"ratios\": [\n    {entries}\n   ]\n  }}")
+    return ('{\n "about": ' + json.dumps(ABOUT_FILE) + ',\n "baselines": {\n'
+            + ",\n".join(parts) + "\n }\n}\n")
 
 
 @dataclass
@@ -134,9 +185,10 @@ class Comparison:
     checked: int
 
 
-def compare(rows: list[dict], baseline: dict, ops: Iterable[str] | None = None) -> Comparison:
+def compare(rows: list[dict], baseline: dict, ops: Iterable[str] | None = None,
+            min_tolerance: float = 0.0) -> Comparison:
     """Compares the ratios of `rows` with the baseline's entries for `ops` (default: the ops
-    in `rows`)."""
+    in `rows`), each with its tolerance or `min_tolerance`, whichever is larger."""
     current = ratio_table(rows, baseline["settings"]["statistic"])
     ops = set(ops) if ops is not None else {row["op"] for row in rows}
     regressions, improvements, missing, checked = [], [], [], 0
@@ -150,7 +202,8 @@ def compare(rows: list[dict], baseline: dict, ops: Iterable[str] | None = None) 
             missing.append(key)
             continue
         checked += 1
-        finding = Finding(key, entry["value"], current[key], entry["tolerance"])
+        finding = Finding(key, entry["value"], current[key],
+                          max(entry["tolerance"], min_tolerance))
         if finding.change > finding.tolerance:
             regressions.append(finding)
         elif -finding.change / (1 + finding.change) > finding.tolerance:
@@ -171,17 +224,18 @@ class CheckResult:
 
 
 def check(rows: list[dict], baseline: dict, ops: Iterable[str],
-          remeasure: Callable[[list[CaseKey]], list[dict]]) -> CheckResult:
+          remeasure: Callable[[list[CaseKey]], list[dict]],
+          min_tolerance: float = 0.0) -> CheckResult:
     """Compares, re-measures each case with a failing ratio once (`remeasure` returns fresh
     rows for those cases), and compares those cases again: the second measurement counts."""
     ops = list(ops)
-    first = compare(rows, baseline, ops)
+    first = compare(rows, baseline, ops, min_tolerance)
     failed = list(dict.fromkeys(f.key[:4] for f in first.regressions))
     if not failed:
         return CheckResult(first, first, [])
     fresh = {case_key(row): row for row in remeasure(failed)}
     final_rows = [fresh.get(case_key(row), row) for row in rows]
-    return CheckResult(first, compare(final_rows, baseline, ops), failed)
+    return CheckResult(first, compare(final_rows, baseline, ops, min_tolerance), failed)
 
 
 def report(result: CheckResult, baseline_path: str) -> str:

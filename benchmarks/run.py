@@ -3,7 +3,7 @@
     python benchmarks/run.py                      # speed + spectral suites, every op
     python benchmarks/run.py --suite speed --ops hat --quick
     python benchmarks/run.py --check benchmarks/baseline.json   # the regression check
-    python benchmarks/run.py --update-baseline    # 5 quick runs -> baseline + noise study
+    python benchmarks/run.py --update-baseline    # 5 quick runs -> this machine's baseline
 
 The speed suite times every op registered in OPS (forward, backward, forward+backward;
 float32 and bfloat16; several sizes) for fastact on each backend, the reference in eager
@@ -269,16 +269,32 @@ def spectral_suite(args, required: bool) -> int:
 
 
 def check(args, info: dict) -> int:
-    """--check BASELINE: the quick speed suite at the baseline's settings, compared with it;
-    failing cases measured again once."""
-    path = Path(args.check)
-    baseline = json.loads(path.read_text())
-    settings = baseline["settings"]
-    if settings["device"] != args.device:
-        print(f"error: {path} was measured on {settings['device']!r}, this run is on "
-              f"{args.device!r}; make a baseline for this device with --update-baseline",
-              file=sys.stderr)
+    """--check BASELINE: the quick speed suite at the settings of this machine's baseline in
+    the file BASELINE, compared with it; failing cases measured again once."""
+    wanted = regression.machine_class(info, args.device)
+    document = json.loads(Path(args.check).read_text())
+    baselines = regression.baselines_of(document)
+    chosen = regression.select_baseline(baselines, wanted)
+    if "baselines" not in document and chosen is not None and not chosen[1]:
+        # A file of one baseline (regression.build_baseline's dict alone) is the baseline
+        # wanted, whatever machine it was measured on.
+        print(f"note: {args.check} was measured on {chosen[0]}, this machine is {wanted}")
+        chosen = (chosen[0], True)
+    if chosen is None:
+        print(f"error: {args.check} has no baseline measured on {args.device!r} (it has "
+              f"{', '.join(baselines) or 'none'}); make one on this machine with "
+              "--update-baseline", file=sys.stderr)
         return 2
+    name, same_machine = chosen
+    baseline = baselines[name]
+    path = f"{args.check} [{name}]"
+    settings = baseline["settings"]
+    min_tolerance = 0.0
+    if not same_machine:
+        min_tolerance = regression.CROSS_MACHINE_TOLERANCE
+        print(f"note: no baseline for this machine ({wanted}); comparing with {path} "
+              f"with every tolerance at least +{min_tolerance:.0%}, which catches gross "
+              "regressions only: make a baseline for this machine with make bench-baseline")
     if settings.get("timing") != TIMING["quick"]:
         print(f"note: {path} was measured with timing settings {settings.get('timing')}, "
               f"this run uses {TIMING['quick']}: refresh the baseline (make bench-baseline)")
@@ -289,8 +305,9 @@ def check(args, info: dict) -> int:
           f"({settings['threads']} thread(s), {', '.join(args.dtype)})")
     rows = speed_suite(args, info)
     result = regression.check(rows, baseline, args.ops,
-                              lambda keys: remeasure(keys, args, Path(args.out) / "remeasured"))
-    print(regression.report(result, str(args.check)))
+                              lambda keys: remeasure(keys, args, Path(args.out) / "remeasured"),
+                              min_tolerance)
+    print(regression.report(result, path))
     return 0 if result.passed else 1
 
 
@@ -327,13 +344,16 @@ def update_baseline(args) -> int:
             return 1
         runs.append(json.loads((run_out / "results.json").read_text()))
     baseline = regression.build_baseline(runs)
-    path.write_text(regression.dumps(baseline))
+    baselines = regression.baselines_of(json.loads(path.read_text())) if path.exists() else {}
+    name = regression.machine_class(baseline["machine"], args.device)
+    baselines[name] = baseline  # the other machine classes' baselines stay
+    path.write_text(regression.dumps(baselines))
     noise = regression.noise_table(baseline)
     (out / "noise.md").write_text("# Noise study of the regression check's ratios\n\n"
                                   + "Load average before each run: "
                                   + "; ".join(run["machine"]["load"] for run in runs)
                                   + ".\n\n" + noise)
-    print("\n" + noise + f"\nwrote {path} and {out}/noise.md")
+    print("\n" + noise + f"\nwrote the {name} baseline into {path}, and {out}/noise.md")
     return 0
 
 
@@ -356,11 +376,13 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", nargs="+", metavar="OP:MODE:DTYPE:SIZE",
                         help="only these cases, e.g. hat:forward:float32:2^18")
     parser.add_argument("--check", metavar="BASELINE",
-                        help="regression check against BASELINE (exit 1 if a ratio got worse)")
+                        help="regression check against this machine's baseline in the file "
+                             "BASELINE (exit 1 if a ratio got worse)")
     parser.add_argument("--update-baseline", metavar="BASELINE", nargs="?",
                         const=str(DEFAULT_BASELINE),
-                        help=f"measure a new baseline ({BASELINE_RUNS} quick runs; default "
-                             "path benchmarks/baseline.json)")
+                        help=f"measure this machine's baseline ({BASELINE_RUNS} quick runs) into "
+                             "BASELINE (default benchmarks/baseline.json), keeping the other "
+                             "machines' baselines there")
     parser.add_argument("--repeat", type=int, default=BASELINE_RUNS,
                         help="runs behind --update-baseline")
     args = parser.parse_args(argv)

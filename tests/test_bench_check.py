@@ -74,11 +74,15 @@ def test_baseline_holds_the_median_of_the_runs_and_a_tolerance_from_their_spread
            "| 18.2% | 40% |" in regression.noise_table(baseline)
 
 
-def test_baseline_text_has_a_line_per_ratio_and_reads_back():
-    baseline = baseline_of(row(), row(mode="backward"))
-    text = regression.dumps(baseline)
-    assert json.loads(text) == baseline
-    assert len([line for line in text.splitlines() if '"ratio":' in line]) == 4
+def test_baseline_file_has_a_line_per_ratio_and_reads_back():
+    one = baseline_of(row(), row(mode="backward"))
+    other = baseline_of(row())
+    text = regression.dumps({"cpu-a-avx2": one, "cpu-b-avx512": other})
+    assert regression.baselines_of(json.loads(text)) == {"cpu-a-avx2": one,
+                                                         "cpu-b-avx512": other}
+    assert len([line for line in text.splitlines() if '"ratio":' in line]) == 6
+    # A file of one baseline alone reads as that machine's.
+    assert regression.baselines_of(one) == {"cpu-test-unknown": one}
 
 
 def test_compare_names_each_ratio_that_got_worse_and_by_how_much():
@@ -151,6 +155,41 @@ def test_check_does_not_measure_again_when_everything_passes():
     assert regression.report(result, "b.json").rstrip().endswith("PASSED")
 
 
+def test_machine_class_names_device_model_and_kernel_instruction_set():
+    intel = {"cpu": "Intel(R) Xeon(R) Processor @ 2.80GHz", "cpu_kernels": "avx512", "gpu": None}
+    assert regression.machine_class(intel, "cpu") == "cpu-intel-xeon-2-80ghz-avx512"
+    amd = {"cpu": "AMD EPYC 9R14 96-Core Processor", "cpu_kernels": "avx2"}
+    assert regression.machine_class(amd, "cpu") == "cpu-amd-epyc-9r14-96-core-avx2"
+    assert regression.machine_class({"cpu": "x", "gpu": "NVIDIA H100 80GB HBM3"}, "cuda") == (
+        "cuda-nvidia-h100-80gb-hbm3")
+
+
+def test_select_baseline_prefers_this_machine_then_the_newest_of_the_device():
+    def of(device, date):
+        return {"settings": {"device": device}, "machine": {"date": date}}
+
+    baselines = {"cpu-a-avx2": of("cpu", "2026-01-02"), "cpu-b-avx512": of("cpu", "2026-03-01"),
+                 "cuda-h100": of("cuda", "2026-05-01")}
+    assert regression.select_baseline(baselines, "cpu-a-avx2") == ("cpu-a-avx2", True)
+    assert regression.select_baseline(baselines, "cpu-c-avx512") == ("cpu-b-avx512", False)
+    assert regression.select_baseline(baselines, "cuda-a100") == ("cuda-h100", False)
+    assert regression.select_baseline({"cuda-h100": of("cuda", "")}, "cpu-a-avx2") is None
+
+
+def test_another_machines_baseline_catches_only_gross_regressions():
+    baseline = baseline_of(row())  # /limit 2.0, tolerance 0.10
+    # 50 % worse: a failure against this machine's baseline, not against another machine's.
+    assert regression.compare([row(fastact_cpu=1.5)], baseline).regressions
+    assert not regression.compare([row(fastact_cpu=1.5)], baseline,
+                                  min_tolerance=regression.CROSS_MACHINE_TOLERANCE).regressions
+    # 2.5x worse (a kernel on a slow path) fails either way.
+    gross = regression.check([row(fastact_cpu=2.5)], baseline, ["hat"],
+                             lambda keys: [row(fastact_cpu=2.5)],
+                             regression.CROSS_MACHINE_TOLERANCE)
+    assert not gross.passed
+    assert "(+150%; tolerance +100%)" in regression.report(gross, "b.json")
+
+
 def test_check_fails_on_a_missing_case():
     result = regression.check([row()], baseline_of(row(), row(mode="backward")), ["hat"],
                               lambda keys: [])
@@ -185,9 +224,16 @@ def run_module(monkeypatch):
     return run
 
 
-def write_baseline(tmp_path, *rows):
+def write_baseline(tmp_path, *rows, cpu="test"):
+    """A baseline file holding one baseline, of machine `cpu` (this machine, as run.py sees it,
+    unless `cpu` is given)."""
+    import run
+
     path = tmp_path / "baseline.json"
-    path.write_text(json.dumps(baseline_of(*rows)))
+    baseline = baseline_of(*rows)
+    baseline["machine"] = run.machine() if cpu == "test" else {"cpu": cpu, "cpu_kernels": "x"}
+    path.write_text(regression.dumps({regression.machine_class(baseline["machine"], "cpu"):
+                                      baseline}))
     return path
 
 
@@ -213,10 +259,61 @@ def test_run_check_exits_1_naming_the_ratio(run_module, tmp_path, capsys):
         capsys.readouterr().out)
 
 
+def test_run_check_on_another_machine_says_so_and_passes_a_50_percent_change(
+        run_module, tmp_path, capsys):
+    path = write_baseline(tmp_path, row(), cpu="Some Other CPU")
+    run_module.run_speed.results = [[row(fastact_cpu=1.5)]]
+    code = run_module.main(["--check", str(path), "--ops", "hat", "--out", str(tmp_path / "o"),
+                            "--no-plots"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "no baseline for this machine" in out and "[cpu-some-other-x]" in out
+    assert run_module.calls == [("run", ["hat"], True)]
+
+
+def test_run_check_against_a_file_of_one_baseline_uses_its_tolerances_on_any_machine(
+        run_module, tmp_path, capsys):
+    path = tmp_path / "one.json"
+    baseline = baseline_of(row())
+    baseline["machine"] = {"cpu": "Some Other CPU", "cpu_kernels": "x"}
+    path.write_text(json.dumps(baseline))
+    run_module.run_speed.results = [[row(fastact_cpu=1.5)], [row(fastact_cpu=1.5)]]
+    code = run_module.main(["--check", str(path), "--ops", "hat", "--out", str(tmp_path / "o"),
+                            "--no-plots"])
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "was measured on cpu-some-other-x" in out and "(+50%; tolerance +10%)" in out
+
+
+def test_update_baseline_keeps_the_other_machines_baselines(run_module, tmp_path, monkeypatch):
+    path = write_baseline(tmp_path, row(), cpu="Some Other CPU")
+    results = run_results(row(fastact_cpu=1.2))
+    results["machine"] = run_module.machine()
+
+    real_run = run_module.subprocess.run
+
+    def fake_subprocess_run(cmd, **kwargs):
+        if "--out" not in cmd:  # git describe, for the machine's commit
+            return real_run(cmd, **kwargs)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results))
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(run_module.subprocess, "run", fake_subprocess_run)
+    assert run_module.main(["--update-baseline", str(path), "--repeat", "2",
+                            "--out", str(tmp_path / "o")]) == 0
+    baselines = regression.baselines_of(json.loads(path.read_text()))
+    mine = regression.machine_class(run_module.machine(), "cpu")
+    assert set(baselines) == {"cpu-some-other-x", mine}
+    assert baselines[mine]["ratios"][0]["value"] == 2.4  # 1.2 / 0.5
+    assert (tmp_path / "o" / "noise.md").exists()
+
+
 def test_run_check_refuses_a_baseline_of_another_device(run_module, tmp_path, capsys):
     path = tmp_path / "baseline.json"
     baseline = baseline_of(row())
     baseline["settings"]["device"] = "cuda"
-    path.write_text(json.dumps(baseline))
+    path.write_text(regression.dumps({"cuda-h100": baseline}))
     assert run_module.main(["--check", str(path), "--out", str(tmp_path / "o")]) == 2
-    assert "measured on 'cuda'" in capsys.readouterr().err
+    assert "no baseline measured on 'cpu'" in capsys.readouterr().err
