@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "checks.h"
@@ -40,9 +41,13 @@ void for_spherical_rows(c10::ScalarType dtype, int64_t rows, int64_t n, bool scr
   const int64_t groups = (rows + kSphericalRowGroup - 1) / kSphericalRowGroup;
   at::parallel_for(0, groups, grain_for(8 * n * kSphericalRowGroup),
                    [&](int64_t begin, int64_t end) {
-                     std::vector<double> work(scratch ? kSphericalScratch * n + 1 : 0);
+                     // Aligned to a cache line: the kernels store whole vectors of 8 doubles
+                     // into it, and a store that straddles two lines costs twice.
+                     std::vector<double> work(scratch ? kSphericalScratch * n + 1 + 8 : 0);
+                     const auto misalignment = reinterpret_cast<uintptr_t>(work.data()) % 64;
+                     double* aligned = work.data() + (64 - misalignment) % 64 / sizeof(double);
                      fn(SphericalRows{dtype, n, begin * kSphericalRowGroup,
-                                      std::min(rows, end * kSphericalRowGroup), work.data()});
+                                      std::min(rows, end * kSphericalRowGroup), aligned});
                    });
 }
 

@@ -78,7 +78,8 @@ struct SphericalRows {
   c10::ScalarType dtype;
   int64_t n;
   int64_t row_begin, row_end;
-  double* work;  // scratch for the backward kernels: kSphericalScratch * n + 1 doubles
+  double* work;  // scratch for the backward kernels: kSphericalScratch * n + 1 doubles,
+                 // 64-byte aligned
 };
 
 // The kernels' function types (csrc/cpu/geometric_kernel.h has what each computes).

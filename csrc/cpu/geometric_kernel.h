@@ -117,14 +117,11 @@ FASTACT_HOST_DEVICE void block_sincos(const S* theta, int64_t k, V4* sin, V4* co
     Float8 x;
     for (int r = 0; r < 8; ++r) x[r] = Storage<S>::load(theta[k + r]);
     Bits4 out_of_range[2];
-    widen(unreducible_float8(x), out_of_range);
+    split_halves(widen(unreducible_float8(x)), out_of_range);
     bad |= out_of_range[0] | out_of_range[1];
     const SinCosFloat8 a = sincos_float8(x);
-#pragma GCC unroll 2
-    for (int v = 0; v < 2; ++v) {
-      sin[v] = a.sin[v];
-      cos[v] = a.cos[v];
-    }
+    split_halves(a.sin, sin);
+    split_halves(a.cos, cos);
   }
 }
 
@@ -161,8 +158,10 @@ FASTACT_HOST_DEVICE bool spherical_to_cartesian_row(const S* theta, S* u, int64_
 // The lanes are rows: an 8x8 transpose turns 8 rows x 8 angles into 8 vectors, each one angle of
 // the 8 rows, so that a scan along the rows is one multiply per angle (no in-vector scan), and
 // the results are transposed back. Sines and cosines in float (sincos_float8), products in
-// double.
+// double, on vectors of 8 doubles: one register with AVX-512, so no halves to split and join.
 constexpr int kRowGroup = kSphericalRowGroup;
+using V8 = Lanes<8>::Value;
+static_assert(kRowGroup == 8);
 
 // block[j][r] = p[r * stride + k + j] as float, for 8 rows r and 8 columns j.
 template <typename S>
@@ -182,8 +181,6 @@ FASTACT_HOST_DEVICE void store_block(S* p, int64_t stride, int64_t k, Float8* bl
   }
 }
 
-FASTACT_HOST_DEVICE double row_lane(const V4* lanes, int r) { return lanes[r / 4][r % 4]; }
-
 // Rows [0, 8) of theta [., n - 1] -> u [., n] (row strides n - 1 and n). Returns false when some
 // angle was out of the float polynomial's range (the rows are then redone with libm).
 template <typename S>
@@ -191,7 +188,7 @@ FASTACT_HOST_DEVICE bool spherical_to_cartesian_row_group(const S* theta, S* u, 
   const int64_t angles = n - 1;
   Int8 bad = Int8{};
   Bits4 bad_tail = Bits4{};
-  V4 prefix[2] = {splat(1.0), splat(1.0)};  // P_k of rows 0-3, 4-7
+  V8 prefix = V8{} + 1.0;  // P_k of the 8 rows
   int64_t k = 0;
   for (; k + 8 <= angles; k += 8) {
     Float8 block[8];
@@ -199,15 +196,14 @@ FASTACT_HOST_DEVICE bool spherical_to_cartesian_row_group(const S* theta, S* u, 
     for (int j = 0; j < 8; ++j) {
       bad |= unreducible_float8(block[j]);
       const SinCosFloat8 a = sincos_float8(block[j]);
-      block[j] = narrow(prefix[0] * a.cos[0], prefix[1] * a.cos[1]);
-      prefix[0] *= a.sin[0];
-      prefix[1] *= a.sin[1];
+      block[j] = narrow(prefix * a.cos);
+      prefix *= a.sin;
     }
     store_block(u, n, k, block);
   }
   // The last angles (fewer than 8) and the last coordinate, row by row.
   for (int r = 0; r < kRowGroup; ++r) {
-    double carry = row_lane(prefix, r);
+    double carry = prefix[r];
     for (int64_t tail = k; tail < angles; ++tail) {
       const SinCos<double> a =
           angle_sincos<false, 1>(load_double(theta + r * angles, tail), bad_tail);
@@ -320,7 +316,7 @@ FASTACT_HOST_DEVICE bool spherical_to_cartesian_backward_row_group(const S* grad
   double* factors = work + kRowGroup * angles;
   Int8 bad = Int8{};
   Bits4 bad_tail = Bits4{};
-  V4 suffix[2];  // S_{k+1} of rows 0-3, 4-7
+  V8 suffix;  // S_{k+1} of the 8 rows
   for (int r = 0; r < kRowGroup; ++r) {
     // The last angles (fewer than 8), from the right, row by row.
     double row_suffix = load_double(grad_u + r * n, angles);
@@ -331,7 +327,7 @@ FASTACT_HOST_DEVICE bool spherical_to_cartesian_backward_row_group(const S* grad
       factors[k * kRowGroup + r] = spherical_angle_grad_factor(a.cos, a.sin, g, row_suffix);
       row_suffix = spherical_suffix_step(g, a.cos, a.sin, row_suffix);
     }
-    suffix[r / 4][r % 4] = row_suffix;
+    suffix[r] = row_suffix;
   }
   for (int64_t k = vectorised - 8; k >= 0; k -= 8) {
     Float8 angle_block[8], grad_block[8];
@@ -340,37 +336,28 @@ FASTACT_HOST_DEVICE bool spherical_to_cartesian_backward_row_group(const S* grad
     for (int j = 7; j >= 0; --j) {
       bad |= unreducible_float8(angle_block[j]);
       const SinCosFloat8 a = sincos_float8(angle_block[j]);
-      V4 g[2];
-      widen(grad_block[j], g);
-      double* s_out = sines + (k + j) * kRowGroup;
-      double* f_out = factors + (k + j) * kRowGroup;
-      for (int h = 0; h < 2; ++h) {
-        const V4 factor = spherical_angle_grad_factor(a.cos[h], a.sin[h], g[h], suffix[h]);
-        std::memcpy(s_out + 4 * h, &a.sin[h], sizeof(V4));
-        std::memcpy(f_out + 4 * h, &factor, sizeof(V4));
-        suffix[h] = spherical_suffix_step(g[h], a.cos[h], a.sin[h], suffix[h]);
-      }
+      const V8 g = widen(grad_block[j]);
+      const V8 factor = spherical_angle_grad_factor(a.cos, a.sin, g, suffix);
+      std::memcpy(sines + (k + j) * kRowGroup, &a.sin, sizeof(V8));
+      std::memcpy(factors + (k + j) * kRowGroup, &factor, sizeof(V8));
+      suffix = spherical_suffix_step(g, a.cos, a.sin, suffix);
     }
   }
-  V4 prefix[2] = {splat(1.0), splat(1.0)};
+  V8 prefix = V8{} + 1.0;
   int64_t k = 0;
   for (; k < vectorised; k += 8) {
     Float8 block[8];
     for (int j = 0; j < 8; ++j) {
-      V4 product[2];
-      for (int h = 0; h < 2; ++h) {
-        V4 s, factor;
-        std::memcpy(&s, sines + (k + j) * kRowGroup + 4 * h, sizeof(V4));
-        std::memcpy(&factor, factors + (k + j) * kRowGroup + 4 * h, sizeof(V4));
-        product[h] = prefix[h] * factor;
-        prefix[h] *= s;
-      }
-      block[j] = narrow(product[0], product[1]);
+      V8 s, factor;
+      std::memcpy(&s, sines + (k + j) * kRowGroup, sizeof(V8));
+      std::memcpy(&factor, factors + (k + j) * kRowGroup, sizeof(V8));
+      block[j] = narrow(prefix * factor);
+      prefix *= s;
     }
     store_block(grad_theta, angles, k, block);
   }
   for (int r = 0; r < kRowGroup; ++r) {
-    double carry = row_lane(prefix, r);
+    double carry = prefix[r];
     for (int64_t tail = k; tail < angles; ++tail) {
       store_double(grad_theta + r * angles, tail, carry * factors[tail * kRowGroup + r]);
       carry *= sines[tail * kRowGroup + r];

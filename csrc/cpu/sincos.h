@@ -31,6 +31,11 @@ struct Lanes<4> {
   using Value = double __attribute__((vector_size(32)));
   using Bits = int64_t __attribute__((vector_size(32)));
 };
+template <>
+struct Lanes<8> {
+  using Value = double __attribute__((vector_size(64)));
+  using Bits = int64_t __attribute__((vector_size(64)));
+};
 
 template <typename V>
 FASTACT_HOST_DEVICE double lane(const V& v, int r) {
@@ -158,29 +163,41 @@ FASTACT_HOST_DEVICE SinCos<typename Lanes<R>::Value> sincos_libm(
 // Factors further from 1 make the product decay, which bounds how much their float rounding
 // accumulates. |u| - 1 stays at float32 rounding at n = 4608 (tests/test_geometric.py).
 using Float8 = float __attribute__((vector_size(32)));
-using Float4 = float __attribute__((vector_size(16)));
 using Int8 = int32_t __attribute__((vector_size(32)));
-using Int4 = int32_t __attribute__((vector_size(16)));
 
 // j * 1.5703125f (8 bits) and j * 4.837512969970703125e-4f (11 bits) are exact for |j| < 2^13.
 constexpr float kSincosFloatReducibleLimit = 0x1p12f;
 
+// 8 lanes in double: one AVX-512 register each (two AVX2 ones).
 struct SinCosFloat8 {
-  Lanes<4>::Value sin[2];
-  Lanes<4>::Value cos[2];
+  Lanes<8>::Value sin;
+  Lanes<8>::Value cos;
 };
 
-// The two halves of 8 lanes, widened to 64 bits.
-FASTACT_HOST_DEVICE void widen(const Float8& v, Lanes<4>::Value* halves) {
-  using Double8 = double __attribute__((vector_size(64)));
-  const Double8 wide = __builtin_convertvector(v, Double8);
-  std::memcpy(halves, &wide, sizeof(wide));
+// With AVX-512 one instruction each: GCC lowers the generic conversions to two halves and an
+// insert. (The zero-masked forms: the plain ones start from _mm512_undefined_*, which GCC 12
+// warns about.)
+FASTACT_HOST_DEVICE Lanes<8>::Value widen(const Float8& v) {
+#if defined(FASTACT_ISA_VECTOR_BYTES) && FASTACT_ISA_VECTOR_BYTES == 64
+  return Lanes<8>::Value(_mm512_maskz_cvtps_pd(0xff, __m256(v)));
+#else
+  return __builtin_convertvector(v, Lanes<8>::Value);
+#endif
 }
 
-FASTACT_HOST_DEVICE void widen(const Int8& v, Lanes<4>::Bits* halves) {
-  using Long8 = int64_t __attribute__((vector_size(64)));
-  const Long8 wide = __builtin_convertvector(v, Long8);
-  std::memcpy(halves, &wide, sizeof(wide));
+FASTACT_HOST_DEVICE Lanes<8>::Bits widen(const Int8& v) {
+#if defined(FASTACT_ISA_VECTOR_BYTES) && FASTACT_ISA_VECTOR_BYTES == 64
+  return Lanes<8>::Bits(_mm512_maskz_cvtepi32_epi64(0xff, __m256i(v)));
+#else
+  return __builtin_convertvector(v, Lanes<8>::Bits);
+#endif
+}
+
+// The two halves of 8 lanes of 64 bits (values or bits).
+template <typename V8, typename V4>
+FASTACT_HOST_DEVICE void split_halves(const V8& v, V4* halves) {
+  static_assert(sizeof(V8) == 2 * sizeof(V4));
+  std::memcpy(halves, &v, sizeof(v));
 }
 
 FASTACT_HOST_DEVICE Int8 unreducible_float8(const Float8& x) {
@@ -203,14 +220,9 @@ FASTACT_HOST_DEVICE SinCosFloat8 sincos_float8(const Float8& x) {
   // Cephes sinf and cosf on [-pi/4, pi/4]; cos y = 1 - versine.
   const Float8 sin_y = y + y * z * polynomial(z, kCephesSinFloat);
   const Float8 versine_y = 0.5f * z - z * z * polynomial(z, kCephesCosFloat);
-  Lanes<4>::Value sines[2], versines[2];
-  Lanes<4>::Bits quadrants[2];
-  widen(sin_y, sines);
-  widen(versine_y, versines);
-  widen(quadrant, quadrants);
-  const SinCos<Lanes<4>::Value> low = in_quadrant<4>(sines[0], 1.0 - versines[0], quadrants[0]);
-  const SinCos<Lanes<4>::Value> high = in_quadrant<4>(sines[1], 1.0 - versines[1], quadrants[1]);
-  return {{low.sin, high.sin}, {low.cos, high.cos}};
+  const SinCos<Lanes<8>::Value> x_sincos =
+      in_quadrant<8>(widen(sin_y), 1.0 - widen(versine_y), widen(quadrant));
+  return {x_sincos.sin, x_sincos.cos};
 }
 
 // 8 rows x 8 columns in place: v[r][j] -> v[j][r] (three rounds of shuffles, 24 in all).
@@ -234,11 +246,9 @@ FASTACT_HOST_DEVICE void transpose_8x8(Float8* v) {
   }
 }
 
-// Two vectors of 4 doubles as 8 floats (each rounded once).
-FASTACT_HOST_DEVICE Float8 narrow(const Lanes<4>::Value& low, const Lanes<4>::Value& high) {
-  const Float4 a = __builtin_convertvector(low, Float4);
-  const Float4 b = __builtin_convertvector(high, Float4);
-  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7);
+// 8 doubles as 8 floats (each rounded once).
+FASTACT_HOST_DEVICE Float8 narrow(const Lanes<8>::Value& v) {
+  return __builtin_convertvector(v, Float8);
 }
 
 }  // namespace fastact::cpu
