@@ -4,9 +4,9 @@ Absolute times mean nothing on a shared machine; ratios of two providers timed i
 run, interleaved, mostly do. For each fastact backend the check compares
   fastact[<backend>]/limit      its time over the memory-bound limit's (1.0 = at the limit)
   fastact[<backend>]/compiled   its time over the compiled reference's
-per (op, mode, dtype, size) at the --quick sizes; higher is worse. A baseline
-(in benchmarks/baseline.json) holds each ratio's value (the median of several runs) and a tolerance from the spread of
-those runs (`run.py --update-baseline`). A ratio fails when it is worse than its baseline by
+per (op, mode, dtype, size) at the --quick sizes; higher is worse. A baseline holds each
+ratio's value (the median of several runs) and a tolerance from the spread of those runs
+(`run.py --update-baseline`). A ratio fails when it is worse than its baseline by
 more than its tolerance; a case with a failing ratio is measured again once, and only the
 second measurement counts.
 
