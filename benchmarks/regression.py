@@ -153,7 +153,8 @@ def dumps(baselines: dict[str, dict]) -> str:
         head = ",\n".join(f"   {json.dumps(k)}: {json.dumps(v)}" for k, v in baseline.items()
                           if k != "ratios")
         entries = ",\n    ".join(json.dumps(entry) for entry in baseline["ratios"])
-        parts.append(f"  {json.dumps(name)}: {{\n{head},\n   \"ratios\": [\n    {entries}\n   ]\n  }}")
+        parts.append(f"  {json.dumps(name)}: {{\n{head},\n"
+                     f"   \"ratios\": [\n    {entries}\n   ]\n  }}")
     return ('{\n "about": ' + json.dumps(ABOUT_FILE) + ',\n "baselines": {\n'
             + ",\n".join(parts) + "\n }\n}\n")
 
