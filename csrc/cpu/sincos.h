@@ -168,11 +168,8 @@ using Int8 = int32_t __attribute__((vector_size(32)));
 // j * 1.5703125f (8 bits) and j * 4.837512969970703125e-4f (11 bits) are exact for |j| < 2^13.
 constexpr float kSincosFloatReducibleLimit = 0x1p12f;
 
-// 8 lanes in double: one AVX-512 register each (two AVX2 ones).
-struct SinCosFloat8 {
-  Lanes<8>::Value sin;
-  Lanes<8>::Value cos;
-};
+// The sines and cosines of 8 float angles, in double: one AVX-512 register each (two AVX2 ones).
+using SinCosFloat8 = SinCos<Lanes<8>::Value>;
 
 // With AVX-512 one instruction each: GCC lowers the generic conversions to two halves and an
 // insert. (The zero-masked forms: the plain ones start from _mm512_undefined_*, which GCC 12
@@ -220,9 +217,7 @@ FASTACT_HOST_DEVICE SinCosFloat8 sincos_float8(const Float8& x) {
   // Cephes sinf and cosf on [-pi/4, pi/4]; cos y = 1 - versine.
   const Float8 sin_y = y + y * z * polynomial(z, kCephesSinFloat);
   const Float8 versine_y = 0.5f * z - z * z * polynomial(z, kCephesCosFloat);
-  const SinCos<Lanes<8>::Value> x_sincos =
-      in_quadrant<8>(widen(sin_y), 1.0 - widen(versine_y), widen(quadrant));
-  return {x_sincos.sin, x_sincos.cos};
+  return in_quadrant<8>(widen(sin_y), 1.0 - widen(versine_y), widen(quadrant));
 }
 
 // 8 rows x 8 columns in place: v[r][j] -> v[j][r] (three rounds of shuffles, 24 in all).
