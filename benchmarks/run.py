@@ -10,13 +10,17 @@ float32 and bfloat16; several sizes) for fastact on each backend, the reference 
 mode and under torch.compile, and the memory-bound limit (see harness.py). It prints a table
 per op and writes into --out (bench-results/): results.json, report.md and plots/*.png. The
 spectral suite (spectral_suite.py) writes into --out/spectral/.
+
+The work that is not timed comes first, side by side (parallel.py): the spectral suite's
+parts in worker processes and meanwhile, in this process, the torch.compile of the speed
+cases' reference. Then the speed suite times on a machine with nothing else of ours running,
+and the spectral tables are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import math
 import os
@@ -40,8 +44,10 @@ import fastact  # noqa: E402
 from harness import (DTYPES, fastact_backends, peak_memory_cuda, run_cases,  # noqa: E402
                      steady_allocator)
 import memory  # noqa: E402
+import parallel  # noqa: E402
 import regression  # noqa: E402
 import report  # noqa: E402
+import spectral_suite  # noqa: E402
 
 import bench_dct  # noqa: E402
 import bench_geometric_relu  # noqa: E402
@@ -253,19 +259,23 @@ def speed_suite(args, info: dict) -> list[dict]:
     return rows
 
 
-def spectral_suite(args, required: bool) -> int:
-    """Runs spectral_suite.run (another module) if it exists."""
-    if importlib.util.find_spec("spectral_suite") is None:
-        message = "the spectral suite (benchmarks/spectral_suite.py) is not in this checkout"
-        if required:
-            print(f"error: {message}", file=sys.stderr)
-            return 2
-        print(f"\nnote: {message}: ran the speed suite only")
-        return 0
-    import spectral_suite
+def compile_reference(op: str, dtypes: list[str], device: str, quick: bool, threads: int) -> int:
+    """Calls the compiled reference of each of `op`'s cases once, which compiles them (while
+    the spectral parts run in other processes): dynamo keeps the compiled code in this process,
+    where the speed suite's calls of the same cases then find it. The number of cases."""
+    torch.set_num_threads(threads)  # the generated CPU code depends on it
+    count = 0
+    for case in OPS[op](device, [DTYPES[d] for d in dtypes], quick):
+        case.providers["compiled"]()
+        count += 1
+    return count
 
-    spectral_suite.run(Path(args.out), args.quick, args.device)
-    return 0
+
+def compile_tasks(args) -> list[parallel.Task]:
+    return [parallel.Task(f"torch.compile of the {op} reference", compile_reference,
+                          (op, args.dtype, args.device, args.quick, torch.get_num_threads()),
+                          here=True)
+            for op in args.ops]
 
 
 def check(args, info: dict) -> int:
@@ -372,7 +382,9 @@ def main(argv=None) -> int:
                         help="torch threads (default: torch's; --update-baseline: 1)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
                         help="peak memory of forward+backward (default: on, except --quick on CPU)")
-    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None,
+                        help="the speed suite's plots of time vs size (default: on, except "
+                             "with --quick and --check, which have one size per op)")
     parser.add_argument("--cases", nargs="+", metavar="OP:MODE:DTYPE:SIZE",
                         help="only these cases, e.g. hat:forward:float32:2^18")
     parser.add_argument("--check", metavar="BASELINE",
@@ -403,14 +415,31 @@ def main(argv=None) -> int:
     steady_allocator()
     if args.memory is None:
         args.memory = not (args.quick and args.device == "cpu") and not args.check
+    if args.plots is None:
+        args.plots = not (args.quick or args.check)  # the check runs the quick suite
     info = machine()
     print(f"fastact {info['fastact']} on {report.machine_line(info)}")
     if args.check:
         return check(args, info)
-    if args.suite in ("speed", "all"):
+    speed, spectral = args.suite in ("speed", "all"), args.suite in ("spectral", "all")
+    # The untimed work first, side by side (parallel.py): the spectral parts in worker
+    # processes, the reference compiles here (--cases measures a few cases again: not worth it).
+    parts = spectral_suite.part_tasks(Path(args.out), args.quick, args.device) if spectral else {}
+    tasks = list(parts.values()) + (compile_tasks(args) if speed and not args.cases else [])
+    results, untimed_s = [], 0.0
+    if tasks:
+        start = time.perf_counter()
+        what = (["the spectral parts"] if parts else []) + (
+            ["the reference compiles"] if len(tasks) > len(parts) else [])
+        print(f"untimed work first: {' and '.join(what)} ...", flush=True)
+        results = parallel.run_tasks(tasks)
+        untimed_s = time.perf_counter() - start
+        print(f"untimed work took {untimed_s:.0f} s", flush=True)
+    if speed:
         speed_suite(args, info)
-    if args.suite in ("spectral", "all"):
-        return spectral_suite(args, required=args.suite == "spectral")
+    if spectral:
+        spectral_suite.report(dict(zip(parts, results)), Path(args.out), args.quick, args.device,
+                              untimed_s)
     return 0
 
 

@@ -12,8 +12,9 @@ fastact's own kernels, side by side, in minutes on a laptop CPU.
   5 gmp         GmP vs standard parameterisation, 1-D Levy regression, lr 1e-2 and 1e-1
   6 enn         ENN (DCT activation) vs ReLU on 2-D ring / stripes / sine classification
 
-Each part prints its tables and writes <out>/spectral/<part>.json and PNG plots; the suite
-writes <out>/spectral/summary.json (claims, verdicts, times) and report.md.
+The parts run side by side, one process per CPU (--workers; each part is single-threaded on
+CPU). Each part writes <out>/spectral/<part>.json and PNG plots; then the suite prints every
+part's tables and writes <out>/spectral/summary.json (claims, verdicts, times) and report.md.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ if str(HERE) not in sys.path:
 
 import fastact  # noqa: E402
 from spectral import bias, dc, enn, fidelity, gmp, signatures  # noqa: E402
-from spectral.common import single_thread, write_json  # noqa: E402
+from parallel import Task, run_tasks  # noqa: E402
+from spectral.common import PartResult, single_thread, write_json  # noqa: E402
 
 PARTS = {
     "1": signatures,
@@ -47,25 +49,40 @@ PARTS = {
     "5": gmp,
     "6": enn,
 }
+# Seconds each part takes on the development machine, (--quick, full): the order to start
+# them in (parallel.run_tasks starts the longest first).
+SECONDS = {"1": (3, 3), "2": (10, 35), "3": (25, 85), "4": (7, 36), "5": (17, 55), "6": (9, 60)}
 
 
-def run(out: Path, quick: bool, device: str, parts: list[str] | None = None) -> None:
-    """Runs the chosen parts (all by default), printing tables and writing JSON, PNG plots,
-    summary.json and report.md into out / "spectral"."""
+def run_part(key: str, folder: Path, quick: bool, device: str) -> PartResult:
+    """Part `key` (one thread on CPU), its result timed."""
+    began = time.perf_counter()
+    with single_thread(device):
+        result = PARTS[key].run(folder, quick, device)
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def part_tasks(out: Path, quick: bool, device: str,
+               parts: list[str] | None = None) -> dict[str, Task]:
+    """The chosen parts (all by default), key -> task for parallel.run_tasks."""
     folder = Path(out) / "spectral"
     folder.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    return {key: Task(f"spectral part {key} ({PARTS[key].__name__.rsplit('.', 1)[-1]})",
+                      run_part, (key, folder, quick, device), SECONDS[key][0 if quick else 1])
+            for key in parts or list(PARTS)}
+
+
+def report(results: dict[str, PartResult], out: Path, quick: bool, device: str,
+           seconds: float) -> None:
+    """Prints the tables and claims of each part (key -> result), in part order, and writes
+    summary.json and report.md into out / "spectral"."""
+    folder = Path(out) / "spectral"
+    results = [results[key] for key in PARTS if key in results]
     print(f"\nspectral suite ({'quick' if quick else 'full'}) on {device}: fastact "
           f"{fastact.__version__}, backends {fastact.available_backends()}, "
           f"torch {torch.__version__}")
-    results = []
-    for key in parts or list(PARTS):
-        module = PARTS[key]
-        began = time.perf_counter()
-        with single_thread(device):
-            result = module.run(folder, quick, device)
-        result.seconds = time.perf_counter() - began
-        results.append(result)
+    for result in results:
         print(f"\n=== {result.title} ({result.seconds:.0f} s) ===")
         for note in result.notes:
             print(note)
@@ -74,22 +91,33 @@ def run(out: Path, quick: bool, device: str, parts: list[str] | None = None) -> 
         for claim in result.claims:
             print(f"[{claim.verdict()}] {claim.paper}: {claim.claim} {claim.evidence}")
         print("plots: " + ", ".join(str(folder / p) for p in result.plots))
-    total = time.perf_counter() - start
     write_json(folder / "summary.json", {
-        "quick": quick, "device": device, "seconds": round(total, 1),
+        "quick": quick, "device": device, "seconds": round(seconds, 1),
         "backends": fastact.available_backends(), "torch": torch.__version__,
         "parts": [{"part": r.name, "title": r.title, "seconds": round(r.seconds, 1),
                    "plots": r.plots,
                    "claims": [{"paper": c.paper, "claim": c.claim, "reproduced": c.reproduced,
                                "evidence": c.evidence} for c in r.claims]} for r in results],
     })
-    report = [f"# fastact spectral suite ({'quick' if quick else 'full'}, {device})\n",
-              f"Total {total:.0f} s; torch {torch.__version__}; backends "
-              f"{', '.join(fastact.available_backends())}.\n"]
-    report += [r.markdown() for r in results]
-    (folder / "report.md").write_text("\n".join(report))
-    print(f"\nspectral suite: {total:.0f} s; wrote {folder}/ (summary.json, report.md, "
+    lines = [f"# fastact spectral suite ({'quick' if quick else 'full'}, {device})\n",
+             f"Total {seconds:.0f} s (parts side by side; each part's own time below); torch "
+             f"{torch.__version__}; backends {', '.join(fastact.available_backends())}.\n"]
+    lines += [r.markdown() for r in results]
+    (folder / "report.md").write_text("\n".join(lines))
+    print(f"\nspectral suite: {seconds:.0f} s; wrote {folder}/ (summary.json, report.md, "
           "per-part JSON and PNG)")
+
+
+def run(out: Path, quick: bool, device: str, parts: list[str] | None = None,
+        workers: int | None = None) -> None:
+    """Runs the chosen parts (all by default) in `workers` processes (default: one per CPU),
+    then prints their tables and writes JSON, PNG plots, summary.json and report.md into
+    out / "spectral"."""
+    start = time.perf_counter()
+    tasks = part_tasks(out, quick, device, parts)
+    print(f"\nspectral suite: {len(tasks)} part(s) ...", flush=True)
+    results = run_tasks(list(tasks.values()), workers)
+    report(dict(zip(tasks, results)), out, quick, device, time.perf_counter() - start)
 
 
 def main(argv=None) -> int:
@@ -101,8 +129,10 @@ def main(argv=None) -> int:
                         default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=None,
                         help="run only these parts (default: all)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes running parts side by side (default: one per CPU)")
     args = parser.parse_args(argv)
-    run(Path(args.out), args.quick, args.device, args.parts)
+    run(Path(args.out), args.quick, args.device, args.parts, args.workers)
     return 0
 
 

@@ -38,6 +38,7 @@ class Signals:
 FAST = Signals(time=2**16, width=16)
 QUICK = Signals(time=2**14, width=8)
 INTERPRETED = Signals(time=2**11, width=4)  # the Triton interpreter: ~1.4 s per 1M elements
+QUICK_INTERPRETED_SHORTER = 4  # --quick: the interpreted signals 4x shorter (most of its time)
 
 
 def waves(shape: tuple[int, ...], time_dim: int, generator: torch.Generator, offset=0.0,
@@ -189,18 +190,26 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
     result = PartResult("fidelity", "2. Kernel fidelity (error spectrum vs the float64 reference)")
     backends = kernel_backends(device)
     fast = QUICK if quick else FAST
+    shorter = QUICK_INTERPRETED_SHORTER if quick else 1
+
+    def interpreted(case: Case) -> Signals:
+        return Signals(min(case.interpreted_time, INTERPRETED.time) // shorter,
+                       INTERPRETED.width)
+
     all_cases = cases()
     present = [c for c in all_cases if hasattr(fastact, c.needs)]
     missing = sorted({c.needs for c in all_cases if not hasattr(fastact, c.needs)})
     covered = {c.registered for c in present}
     uncovered = sorted(registered_ops() - covered)
+    if device == "cpu" and "triton" in backends:
+        sizes_note = (f" (triton through the interpreter: {INTERPRETED.time // shorter} time "
+                      "samples" + "".join(f" ({interpreted(c).time} for {c.name})" for c in present
+                                          if c.interpreted_time < INTERPRETED.time)
+                      + f" x {INTERPRETED.width} lanes; others {fast.time} x {fast.width})")
+    else:
+        sizes_note = f" ({fast.time} time samples x {fast.width} lanes)"
     result.notes.append(
-        f"Backends: {', '.join(backends)} on `{device}`"
-        + (" (triton through the interpreter: "
-           f"{INTERPRETED.time} time samples (256 for spherical_to_cartesian) x "
-           f"{INTERPRETED.width} lanes; others "
-           f"{fast.time} x {fast.width})" if device == "cpu" and "triton" in backends else
-           f" ({fast.time} time samples x {fast.width} lanes)")
+        f"Backends: {', '.join(backends)} on `{device}`" + sizes_note
         + ". Goals per band: " + ", ".join(f"{d} <= {g:g} dB" for d, g in GOALS_DB.items())
         + " (kernel backends; `reference` computes in the input dtype and is shown as a control"
         f" without a goal; `{FLOOR}` is the float64 result rounded to the dtype, the best any "
@@ -221,8 +230,7 @@ def run(folder: Path, quick: bool, device: str) -> PartResult:
     for case in present:
         for dtype_name, dtype in DTYPES.items():
             for backend in backends + [FLOOR]:
-                sizes = (Signals(min(case.interpreted_time, INTERPRETED.time), INTERPRETED.width)
-                         if (backend == "triton" and device == "cpu") else fast)
+                sizes = interpreted(case) if (backend == "triton" and device == "cpu") else fast
                 for output, bands in measure(case, backend, dtype, device, sizes).items():
                     worst_band = max(bands, key=bands.get)
                     if bands[worst_band] == -math.inf:
