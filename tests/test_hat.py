@@ -2,9 +2,6 @@
 special values, torch.library.opcheck, torch.compile and bad input."""
 
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch

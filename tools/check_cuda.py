@@ -84,7 +84,7 @@ def check_cuda_ptx() -> list[str]:
     site = Path(__import__("torch").__file__).parent.parent
     includes += sorted(site.glob("nvidia/cu*/include"))
     problems = []
-    print(f"\nCUDA kernels: PTX for sm_90 of the 16-byte pack kernels")
+    print("\nCUDA kernels: PTX for sm_90 of the 16-byte pack kernels")
     print(f"{'kernel':<64} {'128b ld':>7} {'128b st':>7}")
     for source in sorted((root / "csrc" / "cuda").glob("*.cu")):
         with tempfile.TemporaryDirectory() as tmp:
