@@ -4,9 +4,9 @@ The spectral suite's parts (single-threaded training runs and error spectra) and
 torch.compile of the speed suite's reference are independent of each other and never timed.
 On a 2-core machine they are most of a `make bench-quick` on a cold inductor cache, and one
 process leaves a core idle much of the time, so they run first, at once: the parts in worker
-processes (one per usable CPU), the compiles in this process meanwhile (dynamo keeps what it
-compiled in memory, so the speed suite's own calls then compile nothing). The speed suite then
-times on a machine with nothing else of ours running.
+processes, the compiles in this process meanwhile (dynamo keeps what it compiled in memory, so
+the speed suite's own calls then compile nothing). The speed suite then times on a machine
+with nothing else of ours running.
 """
 
 from __future__ import annotations
@@ -66,12 +66,13 @@ def run_tasks(tasks: list[Task], workers: int | None = None,
     # This process works on the `here` tasks meanwhile: one worker fewer (a 2-vCPU guest gives
     # two busy processes only ~1.4x the throughput of one; a third adds nothing but switching).
     workers = min(len(remote), workers or max(1, usable_cpus() - bool(local)))
-    lock, finished = threading.Lock(), [0]
+    lock, finished = threading.Lock(), 0
 
-    def done(index: int, seconds: float) -> None:
+    def done(index: int, seconds: float) -> None:  # from this thread and the pool's
+        nonlocal finished
         with lock:
-            finished[0] += 1
-            announce(f"  [{finished[0]}/{len(tasks)}] {tasks[index].label}: {seconds:.0f} s")
+            finished += 1
+            announce(f"  [{finished}/{len(tasks)}] {tasks[index].label}: {seconds:.0f} s")
 
     def run_here(indices: list[int]) -> None:
         for index in indices:

@@ -259,16 +259,14 @@ def speed_suite(args, info: dict) -> list[dict]:
     return rows
 
 
-def compile_reference(op: str, dtypes: list[str], device: str, quick: bool, threads: int) -> int:
+def compile_reference(op: str, dtypes: list[str], device: str, quick: bool,
+                      threads: int) -> None:
     """Calls the compiled reference of each of `op`'s cases once, which compiles them (while
     the spectral parts run in other processes): dynamo keeps the compiled code in this process,
-    where the speed suite's calls of the same cases then find it. The number of cases."""
+    where the speed suite's calls of the same cases then find it."""
     torch.set_num_threads(threads)  # the generated CPU code depends on it
-    count = 0
     for case in OPS[op](device, [DTYPES[d] for d in dtypes], quick):
         case.providers["compiled"]()
-        count += 1
-    return count
 
 
 def compile_tasks(args) -> list[parallel.Task]:

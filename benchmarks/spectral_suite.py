@@ -76,7 +76,8 @@ def part_tasks(out: Path, quick: bool, device: str,
 def report(results: dict[str, PartResult], out: Path, quick: bool, device: str,
            seconds: float) -> None:
     """Prints the tables and claims of each part (key -> result), in part order, and writes
-    summary.json and report.md into out / "spectral"."""
+    summary.json and report.md into out / "spectral". `seconds`: the wall time the parts ran
+    in (side by side, in make bench beside the speed suite's compiles)."""
     folder = Path(out) / "spectral"
     results = [results[key] for key in PARTS if key in results]
     print(f"\nspectral suite ({'quick' if quick else 'full'}) on {device}: fastact "
@@ -100,8 +101,8 @@ def report(results: dict[str, PartResult], out: Path, quick: bool, device: str,
                                "evidence": c.evidence} for c in r.claims]} for r in results],
     })
     lines = [f"# fastact spectral suite ({'quick' if quick else 'full'}, {device})\n",
-             f"Total {seconds:.0f} s (parts side by side; each part's own time below); torch "
-             f"{torch.__version__}; backends {', '.join(fastact.available_backends())}.\n"]
+             f"Wall time {seconds:.0f} s (the parts side by side; each part's own time below); "
+             f"torch {torch.__version__}; backends {', '.join(fastact.available_backends())}.\n"]
     lines += [r.markdown() for r in results]
     (folder / "report.md").write_text("\n".join(lines))
     print(f"\nspectral suite: {seconds:.0f} s; wrote {folder}/ (summary.json, report.md, "
