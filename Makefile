@@ -42,13 +42,15 @@ bench: extension
 bench-quick: extension
 	$(PY) benchmarks/run.py --quick $(BENCH_ARGS)
 
-# The performance regression check (CI): the quick speed suite against the committed baseline
-# of this machine class in benchmarks/baseline.json.
+# The performance gate (CI): this tree against the baseline commit recorded in
+# benchmarks/baseline.json, both built here and timed alternately in fresh processes
+# (benchmarks/gate.py; the baseline build is cached in $(CUDA_CACHE)/baseline).
 bench-check: extension
-	$(PY) benchmarks/run.py --check benchmarks/baseline.json --out bench-results/check
+	MAX_JOBS=$(JOBS) FASTACT_CACHE=$(CUDA_CACHE) $(PY) benchmarks/gate.py --out bench-results/check
 
-# A new baseline for this machine class: the quick suite 5 times (one thread), the noise study
-# in bench-results/baseline/.
+# After a deliberate change in speed (commit it first): the gate's baseline commit becomes HEAD,
+# and this machine class's stored ratios (the gate's fall-back) are measured again: the quick
+# suite 5 times (one thread), the noise study in bench-results/baseline/.
 bench-baseline: extension
 	$(PY) benchmarks/run.py --update-baseline benchmarks/baseline.json --out bench-results/baseline
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import fastact
-from bench_geometric import compiled, dtype_name, layer_parameters
+from geometric_helpers import compiled, dtype_name, layer_parameters
 from harness import MODES, Case, fastact_backends, timed_modes, with_backend
 
 # batch x in x out. Quick: the regression check's size (x, z and theta about 1 MiB).

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import fastact
-from bench_geometric import compiled, dtype_name, layer_parameters
+from geometric_helpers import compiled, dtype_name, layer_parameters
 from harness import MODES, Case, fastact_backends, timed_modes, with_backend
 
 # batch x in channels x out channels x side. Quick: the regression check's size.

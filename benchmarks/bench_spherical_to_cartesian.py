@@ -9,7 +9,7 @@ import math
 import torch
 
 import fastact
-from bench_geometric import compiled, dtype_name
+from geometric_helpers import compiled, dtype_name
 from harness import MODES, Case, fastact_backends, timed_modes, with_backend
 
 # rows x angles. Quick: the regression check's size, theta 1 MiB in float32 (in L2).

@@ -54,7 +54,7 @@ def measure(op: str, dtypes: list[str], quick: bool) -> list[dict]:
     import torch  # noqa: F401  (after argument parsing: the parent reads errors faster)
 
     from harness import DTYPES
-    from run import OPS
+    from cases import OPS
 
     records = []
     for dtype in dtypes:

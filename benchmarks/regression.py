@@ -131,10 +131,13 @@ def build_baseline(runs: list[dict], statistic: str = STATISTIC) -> dict:
     }
 
 
-ABOUT_FILE = ("The regression check's baselines, one per machine class (device, processor, "
-              "instruction set of the CPU kernels): within-run ratios of the --quick speed "
-              "suite (higher is worse) and the tolerance each gets from the spread of its runs. "
-              "Refresh this machine's with `make bench-baseline`; see benchmarks/regression.py.")
+ABOUT_FILE = ("The performance gate's baseline commit (make bench-check builds it and times it "
+              "beside the candidate: benchmarks/gate.py), and a record of the --quick speed "
+              "suite's within-run ratios per machine class (device, processor, instruction set "
+              "of the CPU kernels), with the tolerance each gets from the spread of its runs: "
+              "the gate's fall-back where the baseline commit cannot be built. `make "
+              "bench-baseline` moves the commit to HEAD and refreshes this machine's ratios; "
+              "see benchmarks/gate.py and benchmarks/regression.py.")
 
 
 def baselines_of(document: dict) -> dict[str, dict]:
@@ -145,9 +148,9 @@ def baselines_of(document: dict) -> dict[str, dict]:
     return {machine_class(document["machine"], document["settings"]["device"]): document}
 
 
-def dumps(baselines: dict[str, dict]) -> str:
-    """The text of a baseline file holding `baselines` (by machine class): one line per ratio,
-    so that a refresh diffs readably."""
+def dumps(baselines: dict[str, dict], commit: str | None = None) -> str:
+    """The text of a baseline file holding the gate's baseline `commit` and `baselines` (by
+    machine class): one line per ratio, so that a refresh diffs readably."""
     parts = []
     for name, baseline in sorted(baselines.items()):
         head = ",\n".join(f"   {json.dumps(k)}: {json.dumps(v)}" for k, v in baseline.items()
@@ -155,8 +158,9 @@ def dumps(baselines: dict[str, dict]) -> str:
         entries = ",\n    ".join(json.dumps(entry) for entry in baseline["ratios"])
         parts.append(f"  {json.dumps(name)}: {{\n{head},\n"
                      f"   \"ratios\": [\n    {entries}\n   ]\n  }}")
-    return ('{\n "about": ' + json.dumps(ABOUT_FILE) + ',\n "baselines": {\n'
-            + ",\n".join(parts) + "\n }\n}\n")
+    return ('{\n "about": ' + json.dumps(ABOUT_FILE) + ',\n'
+            + (f' "baseline_commit": {json.dumps(commit)},\n' if commit else '')
+            + ' "baselines": {\n' + ",\n".join(parts) + "\n }\n}\n")
 
 
 @dataclass

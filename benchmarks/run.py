@@ -2,8 +2,12 @@
 
     python benchmarks/run.py                      # speed + spectral suites, every op
     python benchmarks/run.py --suite speed --ops hat --quick
-    python benchmarks/run.py --check benchmarks/baseline.json   # the regression check
+    python benchmarks/run.py --check benchmarks/baseline.json   # against stored ratios
     python benchmarks/run.py --update-baseline    # 5 quick runs -> this machine's baseline
+
+The performance gate (make bench-check) is gate.py: it runs this script's quick suite in
+fresh processes of two builds (--timing gate); --check, against the stored ratios of
+baseline.json, is its fall-back where the baseline commit cannot be built.
 
 The speed suite times every op registered in OPS (forward, backward, forward+backward;
 float32 and bfloat16; several sizes) for fastact on each backend, the reference in eager
@@ -48,27 +52,15 @@ import parallel  # noqa: E402
 import regression  # noqa: E402
 import report  # noqa: E402
 import spectral_suite  # noqa: E402
-
-import bench_dct  # noqa: E402
-import bench_geometric_relu  # noqa: E402
-import bench_geometric_relu_conv2d  # noqa: E402
-import bench_hat  # noqa: E402
-import bench_spherical_to_cartesian  # noqa: E402
-
-OPS = {
-    "hat": bench_hat.cases,
-    "dct_activation": bench_dct.cases,
-    "spherical_to_cartesian": bench_spherical_to_cartesian.cases,
-    "geometric_relu": bench_geometric_relu.cases,
-    "geometric_relu_conv2d": bench_geometric_relu_conv2d.cases,
-}
-
+from cases import OPS, sizes  # noqa: E402
 
 # Timing (harness.run_cases): interleaved rounds, seconds of samples per provider and case,
 # and the fewest samples of a provider whose single call outlasts its share of a round.
+# "gate": one of the performance gate's processes (gate.py), which runs several per build.
 TIMING = {
     "full": {"rounds": 8, "min_run_time": 0.8, "min_samples": 3},
     "quick": {"rounds": 10, "min_run_time": 0.3, "min_samples": 1},
+    "gate": {"rounds": 6, "min_run_time": 0.12, "min_samples": 1},
 }
 # Seconds a case takes beyond its timing (warm-up calls, torch.compile), for the estimate.
 CASE_OVERHEAD_S = {"full": 3.5, "quick": 2.5}
@@ -105,6 +97,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "triton": triton_version,
         "fastact": fastact.__version__,
+        "fastact_path": str(Path(fastact.__file__).resolve().parent),
         "cpu_kernels": fastact._extension.cpu_isa(),
         "commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -143,12 +136,7 @@ def summarise(case, timings, info: dict) -> dict:
 def expected_cases(ops: list[str], n_dtypes: int, quick: bool) -> int:
     """How many cases the ops will yield, from their modules' SIZES / QUICK_SIZES (3 sizes
     assumed where a module has none)."""
-    total = 0
-    for op in ops:
-        module = sys.modules.get(OPS[op].__module__)
-        sizes = getattr(module, "QUICK_SIZES" if quick else "SIZES", None)
-        total += (len(sizes) if sizes else 3) * n_dtypes * 3
-    return total
+    return sum(len(sizes(op, quick) or range(3)) * n_dtypes * 3 for op in ops)
 
 
 def estimate_s(n_cases: int, device: str, quick: bool) -> float:
@@ -157,15 +145,39 @@ def estimate_s(n_cases: int, device: str, quick: bool) -> float:
     return n_cases * (providers * TIMING[kind]["min_run_time"] + CASE_OVERHEAD_S[kind])
 
 
+def runnable_cases(ops: list[str], dtypes: list, device: str, keep) -> list:
+    """The quick cases of `ops` that run here, each provider called once; the others are
+    reported as "skipped:" lines. For the performance gate, whose baseline build may predate
+    an op or an argument that this tree's cases use."""
+    cases = []
+    for op in ops:
+        try:
+            op_cases = [case for case in OPS[op](device, dtypes, True) if keep(case)]
+        except Exception as error:  # noqa: BLE001 - any failure of an older build
+            print(f"skipped: {op}: {type(error).__name__}: {error}", flush=True)
+            continue
+        for case in op_cases:
+            try:
+                for fn in case.providers.values():
+                    fn()
+            except Exception as error:  # noqa: BLE001
+                print(f"skipped: {' '.join(case.key)}: {type(error).__name__}: {error}",
+                      flush=True)
+                continue
+            cases.append(case)
+    return cases
+
+
 def run_speed(ops: list[str], dtypes: list, device: str, quick: bool, info: dict,
               measure_memory: bool, print_tables: bool = True,
-              keep=lambda case: True) -> list[dict]:
+              keep=lambda case: True, timing_name: str | None = None) -> list[dict]:
     """Times every case of `ops` (those `keep` accepts) and prints a table per op. With
     --quick all the cases of the run are interleaved with each other (harness.run_cases), so
     the regression check's ratios average over the whole run rather than over the few seconds
     one case takes; the full suite interleaves the providers within each case and holds one
     case's tensors at a time."""
-    timing = TIMING["quick" if quick else "full"]
+    timing_name = timing_name or ("quick" if quick else "full")
+    timing = TIMING[timing_name]
 
     def row_of(case, timings):
         row = summarise(case, timings, info)
@@ -181,7 +193,8 @@ def run_speed(ops: list[str], dtypes: list, device: str, quick: bool, info: dict
 
     rows = []
     if quick:
-        cases = [case for op in ops for case in OPS[op](device, dtypes, quick) if keep(case)]
+        cases = (runnable_cases(ops, dtypes, device, keep) if timing_name == "gate" else
+                 [case for op in ops for case in OPS[op](device, dtypes, quick) if keep(case)])
         progress = report.Progress(len(cases) * (1 + timing["rounds"]))
         rows = [row_of(case, timings)
                 for case, timings in zip(cases, run_cases(cases, device, progress=progress,
@@ -234,9 +247,9 @@ def speed_suite(args, info: dict) -> list[dict]:
     wanted = {tuple(case.split(CASE_SEP)) for case in args.cases or []}
     if wanted:
         args.ops = list(dict.fromkeys(key[0] for key in sorted(wanted)))
+    timing_name = args.timing or ("quick" if args.quick else "full")
     settings = {"quick": args.quick, "threads": torch.get_num_threads(), "device": args.device,
-                "dtypes": args.dtype, "ops": args.ops,
-                "timing": TIMING["quick" if args.quick else "full"]}
+                "dtypes": args.dtype, "ops": args.ops, "timing": TIMING[timing_name]}
     n_cases = len(wanted) or expected_cases(args.ops, len(dtypes), args.quick)
     print(f"speed suite: {', '.join(args.ops)}; {', '.join(args.dtype)}; about {n_cases} cases, "
           f"about {report.mmss(estimate_s(n_cases, args.device, args.quick))} min"
@@ -247,7 +260,8 @@ def speed_suite(args, info: dict) -> list[dict]:
               "--threads 1 gives steadier figures", flush=True)
     start = time.perf_counter()
     rows = run_speed(args.ops, dtypes, args.device, args.quick, info, args.memory,
-                     keep=(lambda case: case.key in wanted) if wanted else (lambda case: True))
+                     keep=(lambda case: case.key in wanted) if wanted else (lambda case: True),
+                     timing_name=timing_name)
     if args.memory and args.device == "cpu":
         add_cpu_memory(rows, args.ops, args.dtype, args.quick)
         for op in dict.fromkeys(row["op"] for row in rows):
@@ -333,6 +347,22 @@ def remeasure(keys: list[tuple], args, out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text())["rows"]
 
 
+def head_commit() -> str | None:
+    """HEAD, the commit the performance gate builds as its baseline after a refresh (warning
+    when the tree's sources differ from it: commit first, then refresh)."""
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    if done.returncode != 0:
+        print("warning: not a git checkout: no baseline commit recorded", file=sys.stderr)
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "csrc", "fastact", "setup.py"],
+                           cwd=HERE.parent, capture_output=True, text=True).stdout.strip()
+    if dirty:
+        print("warning: csrc/, fastact/ or setup.py differ from HEAD: the gate's baseline is "
+              "HEAD as committed, not this tree (commit, then make bench-baseline)",
+              file=sys.stderr)
+    return done.stdout.strip()
+
+
 def update_baseline(args) -> int:
     """--update-baseline: the quick suite BASELINE_RUNS times, each in a fresh process, then
     the baseline (median ratios, tolerances from their spread) and the noise study."""
@@ -355,13 +385,15 @@ def update_baseline(args) -> int:
     baselines = regression.baselines_of(json.loads(path.read_text())) if path.exists() else {}
     name = regression.machine_class(baseline["machine"], args.device)
     baselines[name] = baseline  # the other machine classes' baselines stay
-    path.write_text(regression.dumps(baselines))
+    commit = head_commit()
+    path.write_text(regression.dumps(baselines, commit))
     noise = regression.noise_table(baseline)
     (out / "noise.md").write_text("# Noise study of the regression check's ratios\n\n"
                                   + "Load average before each run: "
                                   + "; ".join(run["machine"]["load"] for run in runs)
                                   + ".\n\n" + noise)
-    print("\n" + noise + f"\nwrote the {name} baseline into {path}, and {out}/noise.md")
+    print("\n" + noise + f"\nwrote the {name} baseline and the baseline commit {commit} into "
+          f"{path}, and {out}/noise.md")
     return 0
 
 
@@ -376,6 +408,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="fewer sizes and shorter timing (the regression check's settings)")
     parser.add_argument("--out", default="bench-results", help="output folder")
+    parser.add_argument("--timing", choices=list(TIMING),
+                        help="timing settings (default: quick with --quick, else full; gate: "
+                             "one process of the performance gate, with --quick)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's; --update-baseline: 1)")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
@@ -423,7 +458,9 @@ def main(argv=None) -> int:
     # The untimed work first, side by side (parallel.py): the spectral parts in worker
     # processes, the reference compiles here (--cases measures a few cases again: not worth it).
     parts = spectral_suite.part_tasks(Path(args.out), args.quick, args.device) if spectral else {}
-    tasks = list(parts.values()) + (compile_tasks(args) if speed and not args.cases else [])
+    # (a gate process compiles as it checks that each case runs: runnable_cases)
+    compiles = speed and not args.cases and args.timing != "gate"
+    tasks = list(parts.values()) + (compile_tasks(args) if compiles else [])
     results, untimed_s = [], 0.0
     if tasks:
         start = time.perf_counter()

@@ -5,7 +5,7 @@ pytest-benchmark's own tooling:
     .venv/bin/python -m pytest benchmarks/test_speed.py --quick -k hat --benchmark-compare
 
 One test per (op, mode, dtype, size, provider), grouped by op and case (group "hat forward
-float32 2^20"), the provider a parameter. The cases are run.py's (every op in its OPS);
+float32 2^20"), the provider a parameter. The cases are cases.py's (every op in its OPS);
 collection builds them once to learn their names, and the tests build them again in the same
 order, one at a time. Use run.py for the report, the ratios and the regression check.
 """
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness import DTYPES, steady_allocator
-from run import OPS
+from cases import OPS
 
 
 def _settings(config):

@@ -206,7 +206,7 @@ def run_module(monkeypatch):
     calls = []
 
     def fake_run_speed(ops, dtypes, device, quick, info, measure_memory, print_tables=True,
-                       keep=lambda case: True):
+                       keep=lambda case: True, timing_name=None):
         calls.append(("run", ops, quick))
         return fake_run_speed.results.pop(0)
 

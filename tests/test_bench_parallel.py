@@ -1,6 +1,7 @@
 """benchmarks/parallel.py: the untimed work of a benchmark run, in worker processes and in this
-one at once. The worker tasks are standard-library functions, which a spawned worker imports
-by name."""
+one at once. The worker tasks are standard-library functions or this module's, which a spawned
+worker imports by name. Order is forced with marker files, never with sleeps: a loaded machine
+may take seconds to start a worker."""
 
 import math
 import os
@@ -36,16 +37,42 @@ def test_one_worker_and_no_here_tasks_run_everything_in_this_process():
     assert results == [os.getpid(), os.getpid()]
 
 
-def test_workers_are_other_processes_and_this_one_takes_tasks_no_worker_started():
-    # One worker, busy for 2 s with the longest task; the pool queues at most two tasks for
-    # it, so the two shortest are still waiting when this process is done with its own task
-    # (0.5 s), and it runs them.
-    tasks = [Task("sleep", time.sleep, (2.0,), estimate_s=10.0),
+MARKER_TIMEOUT_S = 120.0
+
+
+def wait_for(path: str) -> bool:
+    """Waits until the file `path` exists (False after MARKER_TIMEOUT_S: the test then fails
+    on its result rather than hanging)."""
+    deadline = time.monotonic() + MARKER_TIMEOUT_S
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def started_then_wait_for(started: str, release: str) -> bool:
+    Path(started).touch()
+    return wait_for(release)
+
+
+def pid_and_touch(path: str) -> int:
+    Path(path).touch()
+    return os.getpid()
+
+
+def test_workers_are_other_processes_and_this_one_takes_tasks_no_worker_started(tmp_path):
+    # One worker, held by the longest task until this process has run the two shortest; the
+    # pool queues at most two tasks for the worker, so those two are still unstarted when
+    # this process is done with its own task (which returns once the worker has started).
+    started, pid_1, pid_2 = (str(tmp_path / name) for name in ("started", "pid1", "pid2"))
+    tasks = [Task("held", started_then_wait_for, (started, pid_2), estimate_s=10.0),
              Task("parent pid", os.getppid, estimate_s=5.0),
-             Task("pid 1", os.getpid, estimate_s=2.0),
-             Task("pid 2", os.getpid, estimate_s=1.0),
-             Task("here", time.sleep, (0.5,), here=True)]
+             Task("pid 1", pid_and_touch, (pid_1,), estimate_s=2.0),
+             Task("pid 2", pid_and_touch, (pid_2,), estimate_s=1.0),
+             Task("here", wait_for, (started,), here=True)]
     results = run_tasks(tasks, workers=1, announce=lambda line: None)
+    assert results[0] is True and results[4] is True
     assert results[1] == os.getpid()  # a worker, whose parent is this process
     assert results[2:4] == [os.getpid(), os.getpid()]
 
