@@ -9,8 +9,8 @@ A backend is a family of kernels for every op:
 
 The selection is per thread (like torch.autocast): `use_backend(name)` as a context manager,
 else the environment variable FASTACT_BACKEND read at import, else "auto": CPU
-tensors go to "cpu" ("reference" if the extension is not built), CUDA tensors to the faster
-of "cuda" and "triton" for the op (CUDA_AUTO below).
+tensors go to "cpu" ("reference" if the extension is not built), CUDA tensors to the backend
+CUDA_AUTO names for the op (see the rule there), else whichever of "cuda" and "triton" serves.
 """
 
 from __future__ import annotations
@@ -26,19 +26,18 @@ from fastact import triton as _triton
 BACKENDS = ("cpu", "cuda", "triton", "reference")
 AUTO = "auto"
 
-# The faster GPU backend per op, from `make bench` on a GPU (see README). Both are
-# memory-bound there; the CUDA kernels skip Triton's launch overhead on small tensors.
+# The default backend per op for CUDA tensors. No GPU figure exists yet (no GPU has run
+# `make bench`), so this is not a measurement: the rule until one exists is "the backend whose
+# kernels have executed". The Triton kernels run (through the interpreter) in every `make
+# test`; the CUDA C++ kernels are compiled and their PTX inspected (`make check-cuda`), but have
+# never executed. Replace each entry with the faster backend once a GPU has measured both.
 CUDA_AUTO = {
-    "hat": "cuda",
-    # A guess, not measured (no GPU was available): the CUDA forward moves 16-byte packs with
-    # one channel lookup per pack, where the Triton kernel divides per element.
-    "dct_activation": "cuda",
-    # GmP: not yet measured on a GPU. The CUDA kernels scan rows with warp shuffles and skip
-    # Triton's launch overhead; both backends use cuBLAS/cuDNN for the matmul.
-    "spherical_to_cartesian": "cuda",
-    "cartesian_to_spherical": "cuda",
-    "geometric_relu": "cuda",
-    "geometric_relu_conv2d": "cuda",
+    "hat": "triton",
+    "dct_activation": "triton",
+    "spherical_to_cartesian": "triton",
+    "cartesian_to_spherical": "triton",
+    "geometric_relu": "triton",
+    "geometric_relu_conv2d": "triton",
 }
 
 # Each thread's stack of use_backend names (torch.compile guards on it like on any global).

@@ -143,3 +143,14 @@ def test_use_backend_is_per_thread():
     release.set()
     thread.join()
     assert seen == {"main": "auto", "other": "reference"}
+
+
+def test_auto_on_cuda_tensors_takes_the_ops_default_then_any_gpu_backend(monkeypatch):
+    # A GPU host's answers, faked: until a GPU has measured both, the default is the backend
+    # whose kernels have executed (Triton's, in the interpreter); else whatever serves.
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(_backend, "_serves", lambda backend, device: backend in ("cuda", "triton"))
+    assert set(_backend.CUDA_AUTO.values()) == {"triton"}
+    assert _backend.select("dct_activation", cuda) == "triton"
+    monkeypatch.setattr(_backend, "_serves", lambda backend, device: backend == "cuda")
+    assert _backend.select("dct_activation", cuda) == "cuda"
