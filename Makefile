@@ -14,7 +14,7 @@ CUDA_VENV := $(CUDA_CACHE)/venv-torch2.14.1-cu130
 CUDA_BUILD ?= $(CUDA_CACHE)/build-cuda
 CUDA_HOME ?= /usr/local/cuda
 
-.PHONY: test bench bench-quick bench-check bench-baseline check-cuda build extension clean
+.PHONY: test bench bench-quick bench-check bench-baseline check-cuda check-gpu build extension clean
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,9 @@ $(VENV)/.installed: requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# The CUDA kernels are built too where torch has CUDA and nvcc is found (setup.py decides).
 build: $(VENV)/.installed
-	MAX_JOBS=$(JOBS) FASTACT_SKIP_CUDA=1 $(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	MAX_JOBS=$(JOBS) $(PY) -m pip install -q --no-build-isolation --no-deps -e .
 
 # `build` when the extension is missing or older than a source or the venv: a build with nothing
 # to do still takes a minute or two here, which the benchmark targets skip (CI has just built it).
@@ -66,6 +67,13 @@ check-cuda: $(CUDA_VENV)/.installed
 		MAX_JOBS=$(JOBS) $(CUDA_VENV)/bin/python setup.py -q build \
 		--build-base $(CUDA_BUILD) --build-lib $(CUDA_BUILD)/lib
 	CUDA_HOME=$(CUDA_HOME) $(CUDA_VENV)/bin/python tools/check_cuda.py $(CUDA_BUILD)/lib
+
+# On a machine with a GPU and its own python3 + CUDA torch (no network, nothing installed):
+# build with the CUDA kernels for that GPU, every gpu test, the quick speed suite on CUDA into
+# bench-results/gpu/ (tools/check_gpu.py).
+GPU_PYTHON ?= python3
+check-gpu:
+	$(GPU_PYTHON) tools/check_gpu.py
 
 clean:
 	rm -rf build *.egg-info fastact/_C*.so bench-results

@@ -3,6 +3,8 @@ comparisons against fastact.reference in float64."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 
@@ -15,21 +17,61 @@ gpu = pytest.mark.gpu
 requires_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
 
 
-def _pairs():
-    """Every (backend, device) pair fastact can run, as pytest params; the GPU ones are
-    marked and skip here without a GPU (they are never counted as passes)."""
-    pairs = [
-        pytest.param("cpu", "cpu", id="cpu"),
-        pytest.param("triton", "cpu", id="triton-interpreter"),
-        pytest.param("reference", "cpu", id="reference-cpu"),
-        pytest.param("cuda", "cuda", id="cuda", marks=[gpu, requires_gpu]),
-        pytest.param("triton", "cuda", id="triton-cuda", marks=[gpu, requires_gpu]),
-        pytest.param("reference", "cuda", id="reference-cuda", marks=[gpu, requires_gpu]),
-    ]
-    return [p for p in pairs if p.values[1] == "cuda" or p.values[0] in fastact.available_backends()]
+@dataclass(frozen=True)
+class Host:
+    """What this process can run, which decides the (backend, device) pairs to test (a unit
+    test fakes a GPU host's answers)."""
+
+    backends: tuple[str, ...]  # fastact.available_backends()
+    has_gpu: bool
+    triton_installed: bool
+    triton_interpreting: bool  # TRITON_INTERPRET=1 was set before fastact was imported
+    cuda_kernels: bool         # fastact._C was built with CUDA kernels
 
 
-BACKEND_DEVICES = _pairs()
+def this_host() -> Host:
+    return Host(tuple(fastact.available_backends()), HAS_GPU, fastact.triton.AVAILABLE,
+                fastact.triton.INTERPRET, fastact._extension.has_kernels_for("cuda"))
+
+
+def backend_device_pairs(host: Host) -> list:
+    """Every (backend, device) pair as a pytest param: those this host serves run; the others
+    skip with the reason this host has (never counted as passes). The GPU pairs are marked
+    `gpu` (make check-gpu runs them)."""
+    pairs = []
+
+    def pair(backend, device, name, skip=None):
+        marks = [gpu] if device == "cuda" else []
+        if skip:
+            marks.append(pytest.mark.skip(reason=skip))
+        pairs.append(pytest.param(backend, device, id=name, marks=marks))
+
+    if "cpu" in host.backends:
+        pair("cpu", "cpu", "cpu")
+    if host.triton_interpreting:
+        pair("triton", "cpu", "triton-interpreter")
+    elif host.triton_installed and host.has_gpu:
+        pair("triton", "cpu", "triton-interpreter",
+             "a GPU owns Triton in this process: the interpreter ids run where TRITON_INTERPRET=1 "
+             "is set before import (any host without a GPU)")
+    pair("reference", "cpu", "reference-cpu")
+    if not host.has_gpu:
+        for backend, name in (("cuda", "cuda"), ("triton", "triton-cuda"),
+                              ("reference", "reference-cuda")):
+            pair(backend, "cuda", name, "needs a CUDA GPU")
+        return pairs
+    pair("cuda", "cuda", "cuda", None if host.cuda_kernels else
+         "fastact._C was built without CUDA kernels (FASTACT_SKIP_CUDA=1, or no nvcc or a CPU "
+         "build of torch at build time): make check-gpu builds them")
+    pair("triton", "cuda", "triton-cuda",
+         "Triton is not installed" if not host.triton_installed else
+         "TRITON_INTERPRET=1 sends Triton to the interpreter in this process"
+         if host.triton_interpreting else None)
+    pair("reference", "cuda", "reference-cuda")
+    return pairs
+
+
+BACKEND_DEVICES = backend_device_pairs(this_host())
 # The kernel backends only (the reference is the ground truth they are checked against).
 KERNEL_BACKEND_DEVICES = [p for p in BACKEND_DEVICES if p.values[0] != "reference"]
 
