@@ -10,7 +10,7 @@ from harness import MODES, Case, compiled, fastact_backends, timed_modes, with_b
 SIZES = {"2^16": 2**16, "2^20": 2**20, "2^24": 2**24}
 # One size, the regression check's: its tensors (1 MiB in float32) stay in this core's L2
 # cache, where the ratios are steady on a shared machine; in L3 (2^20) they vary with what
-# the other processes do (see README, Benchmarks).
+# the other processes do (see docs/benchmarks.md).
 QUICK_SIZES = {"2^18": 2**18}
 
 

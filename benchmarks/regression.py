@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 
 # Which time of each provider the ratios use: the 20th percentile of its samples. Noise on a
 # shared machine only adds time (preemption, a busy memory bus), and the fast end of many
-# samples is what a provider does when left alone: the noise study (see README) found its
+# samples is what a provider does when left alone: the noise study (docs/benchmarks.md) found its
 # ratios two to five times steadier than the medians'.
 STATISTIC = "p20"
 STATISTICS = {"p50": "ms", "p20": "p20_ms"}

@@ -5,7 +5,7 @@
     with fastact.use_backend("reference"):   # "auto" (default), "cpu", "cuda", "triton"
         ...
 
-See README.md for backends, dtypes and benchmarks.
+See README.md for backends and dtypes, docs/ for benchmarks and the papers.
 """
 
 from fastact._version import __version__

@@ -337,7 +337,7 @@ def test_empty(backend, device):
 
 
 def enn_sigma(z, coeffs, num_samples=512):
-    """The ENN authors' activation, as their code writes it (PAPERS.md section 3):
+    """The ENN authors' activation, as their code writes it (docs/papers.md):
     sigma(z) = sum_q F_q cos(pi (2q - 1) (2 zbar - 1) / (2N)),  zbar = (N / 2) (z + 1)."""
     n = num_samples
     zbar = (n / 2) * (z + 1)
