@@ -271,7 +271,8 @@ def _survey(model: nn.Module) -> tuple[list[_Owner], list[_Site]]:
 
 def _rank(owners: list[_Owner]) -> None:
     """Numbers every call in the order the model runs: each graph's nodes in order, a called
-    owner's graph where it is called; owners no traced forward calls after, in module order."""
+    owner's graph where it is called (an untraced one's submodules in module order); owners no
+    traced forward calls after, in module order."""
     counter = itertools.count()
     by_module = {id(owner.module): owner for owner in owners}
     visited = set()
@@ -280,6 +281,9 @@ def _rank(owners: list[_Owner]) -> None:
         visited.add(id(owner))
         owner.rank = next(counter)
         if owner.traced.graph is None:
+            for inner in owners:
+                if inner.path.startswith(_join(owner.path, "")) and id(inner) not in visited:
+                    visit(inner)
             return
         for node in owner.traced.graph.nodes:
             owner.position[node] = next(counter)
@@ -410,7 +414,8 @@ def _plan_fold(site: _Site, calls: dict[str, int]) -> _Fold | str:
     if bn is not None:
         expected = nn.BatchNorm1d if kind is nn.Linear else nn.BatchNorm2d
         if type(bn) is not expected:
-            return f"linear_relu: {names} -> ReLU: only {kind.__name__} -> {expected.__name__} folds"
+            return (f"linear_relu: {names} -> ReLU: only {kind.__name__} -> "
+                    f"{expected.__name__} folds")
         if bn.running_mean is None:
             return f"linear_relu: {names} -> ReLU: the BatchNorm keeps no running statistics"
         if bn.training:

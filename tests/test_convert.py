@@ -78,7 +78,8 @@ def test_relu_to_hat_in_sequential_on_a_copy():
     assert isinstance(result, Conversion)
     assert result.model is not model
     assert types(model) == before  # the original is untouched
-    assert isinstance(result.model[1], fastact.nn.Hat) and isinstance(result.model[3], fastact.nn.Hat)
+    assert isinstance(result.model[1], fastact.nn.Hat)
+    assert isinstance(result.model[3], fastact.nn.Hat)
     assert [c.path for c in result.changes] == ["1", "3"]
     assert not result.skipped
     x = torch.randn(5, 16)
@@ -284,7 +285,8 @@ def test_geometric_summary_of_a_nested_model():
         ("heads.out.0", False), ("heads.out.1", False),
     ]
     change = result.changes[0]
-    assert change.before.startswith("Conv2d(3, 8") and change.after.startswith("GeometricReLUConv2d(3, 8")
+    assert change.before.startswith("Conv2d(3, 8")
+    assert change.after.startswith("GeometricReLUConv2d(3, 8")
     assert result.changes[1].after == "Identity() (folded into blocks.0.features.0)"
     assert "blocks.0.features.3's eval statistics" in result.changes[2].after
     text = str(result)
