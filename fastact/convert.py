@@ -31,7 +31,7 @@ DCT_COVERAGE = 0.999  # ... on this fraction of its example inputs
 DCT_MARGIN = 0.05  # the domain extends the example range by this fraction of it on each side
 DCT_NUM_COEFFS = (6, 8, 12, 16, 24, 32, 48)  # the smallest that meets the tolerance is used
 SAMPLES_PER_CALL = 2**16  # example values kept per call of a site (for the tolerance check)
-SAMPLES_PER_SITE = 2**20
+SAMPLES_PER_SITE = 2**18  # at most (the check evaluates [samples, K] cosines in float64)
 
 # --- what is an activation ---------------------------------------------------------------------
 RELU = "ReLU"
@@ -77,7 +77,8 @@ def _function_name(value) -> str | None:
 
 
 def _module_name(module: nn.Module) -> str | None:
-    """"ReLU" for a ReLU module, the class name for another activation module, else None."""
+    """"ReLU" for a ReLU module, the class name for another activation module (a ReLU subclass
+    with its own forward included), else None."""
     if type(module) is nn.ReLU or (isinstance(module, nn.ReLU)
                                    and type(module).forward is nn.ReLU.forward):
         return RELU
@@ -91,9 +92,7 @@ def _is_relu(name: str) -> bool:
 
 
 def _not_relu_reason(name: str) -> str:
-    base = name.rpartition(".")[2].rstrip("_")
-    reason = _NOT_RELU.get(name) or (f"{name} is not a ReLU" if base != "relu" else
-                                     f"{name} is a ReLU subclass with its own forward")
+    reason = _NOT_RELU.get(name, f"{name} is not a ReLU")
     return f"{reason} (fastact converts nn.ReLU, F.relu, torch.relu and Tensor.relu)"
 
 
@@ -195,9 +194,8 @@ def _graph_sites(owner: _Owner, attributes: list[str]) -> list[_Site]:
                 sites.append(_Site(owner, node, name, node.target, repr(module),
                                    bool(getattr(module, "inplace", False))))
         elif node.op in ("call_function", "call_method"):
-            table = _FUNCTIONS if node.op == "call_function" else _METHODS
             name = _function_name(node.target) if node.op == "call_function" else \
-                table.get(node.target)
+                _METHODS.get(node.target)
             if name is None:
                 continue
             inplace = name.endswith("_") or node.kwargs.get("inplace") is True or (
@@ -467,10 +465,11 @@ class _Recorder(nn.Module):
         self.samples: list[torch.Tensor] = []
         self.shapes: set[tuple[int, ...]] = set()
         self.generator = torch.Generator().manual_seed(0)
-        self.like = None
+        self.device = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         values = x.detach().flatten()
+        values = values[torch.isfinite(values)]
         if values.numel():
             self.minimum = min(self.minimum, values.min().item())
             self.maximum = max(self.maximum, values.max().item())
@@ -480,7 +479,7 @@ class _Recorder(nn.Module):
                 values = values[index.to(values.device)]
             self.samples.append(values.double().cpu())
         self.shapes.add(tuple(x.shape))
-        self.like = x
+        self.device = x.device
         return torch.relu(x)
 
 
@@ -796,6 +795,7 @@ class _Converter:
         self.folds: list[_Fold] = []
         self.added: list[str] = []
         self.recorders: dict[_Recorder, str] = {}  # recorder -> its path in the model
+        self.fitted: dict[nn.Module, nn.Module] = {}  # recorder -> the DCT fitted in its place
         self.like = _factory(model)
 
     def entry(self, key: tuple, path: str, before: str, after, left: bool = False,
@@ -863,22 +863,26 @@ class _Converter:
 
     # -- deciding ------------------------------------------------------------------------------
     def resolve(self, sites: list[_Site], actions: dict) -> None:
-        """Where an action needs the forward rewritten (a call in forward, or one call of a
-        module called at several places converted on its own) and the owner's forward cannot
-        be, the site is left, with the reason."""
+        """Where an action needs the forward rewritten (a call in forward, or the calls of one
+        module converted differently) and the owner's forward cannot be, the sites are left,
+        with the reason. (Every call of a module replaced alike needs no rewrite.)"""
+        def active(site: _Site) -> bool:
+            return isinstance(actions[site], _Fold) or actions[site] == "replace"
+
+        def why(site: _Site) -> str:
+            return f"would need the forward rewritten, but {site.owner.traced.blocker}"
+
         for site in sites:
-            action = actions[site]
-            if site.node is None or not (isinstance(action, _Fold) or action == "replace"):
-                continue
-            blocker = site.owner.traced.blocker
-            calls = self.by_path.get(site.path, [site])
-            if not blocker or (site.target is not None and (
-                    len(calls) == 1 or all(actions[s] == "replace" for s in calls))):
-                continue  # no rewrite, or one module for every call (see replace)
-            what = (f"{site.name} in {type(site.owner.module).__name__}.forward"
-                    if site.target is None else
-                    f"{site.path} is called at {site.calls} places and this call alone")
-            actions[site] = f"{what} would need the forward rewritten, but {blocker}"
+            if site.target is None and site.node is not None and active(site) \
+                    and site.owner.traced.blocker:
+                actions[site] = f"{site.name} in {type(site.owner.module).__name__}.forward " \
+                    + why(site)
+        for path, calls in self.by_path.items():
+            blocked = [s for s in calls if s.node is not None and s.owner.traced.blocker]
+            if len(calls) > 1 and blocked and not all(actions[s] == "replace" for s in calls):
+                for site in filter(active, calls):
+                    actions[site] = (f"{path} is called at {len(calls)} places and converting "
+                                     f"them differently {why(blocked[0])}")
 
     # -- doing ---------------------------------------------------------------------------------
     def apply_fold(self, fold: _Fold) -> None:
@@ -980,15 +984,14 @@ class _Converter:
         self.entry(site.key, site.label, site.text, (f"{path}: ", module))
 
     def fit(self) -> None:
-        self.fitted: dict[nn.Module, nn.Module] = {}
         if not self.recorders:
             return
         _run_examples(self.model, self.batches)
         errors = []
         for recorder, path in self.recorders.items():
             like = dict(self.like)
-            if recorder.like is not None:
-                like.setdefault("device", recorder.like.device)
+            if recorder.device is not None:
+                like.setdefault("device", recorder.device)
             module, error = _fitted_dct(recorder, like)
             _set_submodule(self.model, path, module)
             self.fitted[recorder] = module

@@ -89,7 +89,8 @@ def _plot_dct(ax, name: str, module: nn.Module) -> None:
         ax.plot(x, learned[:, channel], lw=0.9, alpha=alpha)
     start = module.initial_coeffs().reshape(-1, module.num_coeffs)
     label = "start" if start.shape[0] == 1 else "start (channel 0)"
-    ax.plot(x, curves(start[:1])[:, 0], "k--", lw=1.0, label=label)
+    # Under the learned curves, so that where they moved away from it they show.
+    ax.plot(x, curves(start[:1])[:, 0], "k--", lw=1.0, label=label, zorder=1.5)
     ax.plot(x, torch.relu(x), color="0.5", ls=":", lw=1.0, label="relu")
     ax.axvspan(lo, hi, color="0.93", zorder=0)
     channels = f"{shown} of {module.num_channels}" if shown < module.num_channels \

@@ -465,6 +465,28 @@ def test_forwards_that_cannot_be_rewritten_are_reported():
     assert type(result.model[0]) is OptionalArgument
 
 
+class ReusedOptional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.relu = nn.ReLU()
+
+    def forward(self, x, scale=None):
+        return self.relu(self.relu(self.fc(x)) - 1)
+
+
+def test_a_reused_relu_in_a_forward_that_cannot_be_rewritten():
+    with pytest.warns(UserWarning):
+        dct = fastact.convert(ReusedOptional(), relu="dct")
+    assert [c.after.endswith("(one module for its 2 calls)") for c in dct.changes] == [True] * 2
+    assert isinstance(dct.model.relu, fastact.nn.DCTActivation)
+    gmp = fastact.convert(ReusedOptional(), linear_relu="geometric")
+    assert len(gmp.skipped) == 2
+    assert "converting them differently would need the forward rewritten, but its forward " \
+        "takes optional arguments (scale=None)" in gmp.skipped[0].after
+    assert isinstance(gmp.model.fc, nn.Linear)
+
+
 # --- rewritten forwards ------------------------------------------------------------------------
 class Net(nn.Module):
     """A root whose forward calls F.relu: convert rewrites it, the class stays."""
