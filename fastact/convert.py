@@ -96,6 +96,16 @@ def _not_relu_reason(name: str) -> str:
     return f"{reason} (fastact converts nn.ReLU, F.relu, torch.relu and Tensor.relu)"
 
 
+def _short(module: nn.Module, limit: int = 60) -> str:
+    """repr(module) cut after its first arguments when longer than `limit` (the summary's
+    layer lines: which layer, not all its settings)."""
+    text = repr(module)
+    if len(text) <= limit or "\n" in text:
+        return text if "\n" not in text else f"{type(module).__name__}(...)"
+    cut = text.rfind(", ", 0, limit - 5)
+    return text[:cut] + ", ...)" if cut > 0 else text
+
+
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
@@ -894,9 +904,10 @@ class _Converter:
         if fold.bn is not None:
             _set_submodule(self.model, fold.bn_path, nn.Identity())
             via = f" (with {fold.bn_path}'s eval statistics)"
-        self.entry(key, fold.layer_path, repr(fold.layer), repr(fold.geometric) + via, order=-2)
+        self.entry(key, fold.layer_path, _short(fold.layer), _short(fold.geometric) + via,
+                   order=-2)
         if fold.bn is not None:
-            self.entry(key, fold.bn_path, repr(fold.bn),
+            self.entry(key, fold.bn_path, _short(fold.bn),
                        f"Identity() (folded into {fold.layer_path})", order=-1)
         if site.target is not None and site.calls == 1:
             _set_submodule(owner_module, site.target, nn.Identity())
