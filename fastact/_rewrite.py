@@ -66,10 +66,6 @@ class _FunctionCall(nn.Module):
         return self.function(*args, **kwargs)
 
 
-def _modes(module: nn.Module) -> dict[nn.Module, bool]:
-    return {m: m.training for m in module.modules()}
-
-
 def trace(module: nn.Module, function_attributes: list[str]) -> Traced:
     """`module`'s forward as a graph (see Traced). Parameters with a default are traced at their
     default (so `if mask is not None` takes the branch a default call takes)."""
@@ -78,13 +74,16 @@ def trace(module: nn.Module, function_attributes: list[str]) -> Traced:
     except (TypeError, ValueError) as error:
         return Traced(None, f"its forward has no signature ({error})")
     defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
-    varargs = [p.name for p in parameters if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    modes = _modes(module)
+    varargs = [("*" if p.kind == p.VAR_POSITIONAL else "**") + p.name for p in parameters
+               if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    mode = module.training
     codes = []
     try:
         with _function_attributes_as_modules(module, function_attributes):
-            for training in (module.training, not module.training):
-                module.train(training)
+            # Traced in both modes (its own flag only: submodules are leaves) to see whether
+            # the code depends on self.training.
+            for training in (mode, not mode):
+                module.training = training
                 tracer = _OwnForwardTracer()
                 graph = tracer.trace(module, concrete_args=defaults or None)
                 codes.append(graph.python_code("self").src)
@@ -96,11 +95,10 @@ def trace(module: nn.Module, function_attributes: list[str]) -> Traced:
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return Traced(None, f"{type(error).__name__}: {message[:160]}")
     finally:
-        for m, training in modes.items():
-            m.training = training
+        module.training = mode
     if defaults or varargs:
         listed = ", ".join([f"{name}={value!r}" for name, value in defaults.items()]
-                           + [f"*{name}" for name in varargs])
+                           + varargs)
         traced.blocker = (f"its forward takes optional arguments ({listed}), which a rewrite "
                           "from the trace would fix")
     elif codes[0] != codes[1]:

@@ -751,7 +751,8 @@ def convert(model: nn.Module, *, relu: str | None = None, linear_relu: str | Non
     linear_relu="geometric": an nn.Linear or nn.Conv2d whose output only feeds a ReLU (directly,
     or through a BatchNorm in eval mode, whose running statistics are folded into it) becomes one
     fastact.nn.GeometricReLU / GeometricReLUConv2d computing the same function (radius |w|,
-    direction w / |w|, bias b / |w|; equal to rounding), and the ReLU disappears (nn.Identity).
+    direction w / |w|, bias b / |w|; equal to rounding), and the ReLU becomes nn.Identity (or its
+    call leaves the forward).
     What GmP cannot represent (a fan-in of 1, padding_mode other than "zeros", a zero weight row
     with a positive bias, Conv1d, a BatchNorm in training mode, a layer whose output is used
     elsewhere) is left, with the reason.
