@@ -23,10 +23,13 @@ def digits(images: bool = False):
     return x_train, y_train, x_test, y_test
 
 
-def arguments(description: str):
+def arguments(description: str, plot: str | None = None):
+    """--quick, --epochs N, and with `plot` (a default file name) --plot PATH."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="a few epochs (for the tests)")
     parser.add_argument("--epochs", type=int, default=None)
+    if plot is not None:
+        parser.add_argument("--plot", default=plot, help="where to save the figure")
     return parser.parse_args()
 
 

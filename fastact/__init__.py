@@ -22,7 +22,8 @@ from fastact.geometric import (
 )
 from fastact import nn
 from fastact import spectral
-from fastact.convert import convert
+from fastact.convert import Conversion, convert
+from fastact.plot import plot_activations
 
 __all__ = [
     "__version__",
@@ -38,4 +39,6 @@ __all__ = [
     "nn",
     "spectral",
     "convert",
+    "Conversion",
+    "plot_activations",
 ]

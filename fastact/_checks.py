@@ -7,6 +7,13 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def float_tensor(op: str, name: str, value) -> None:
+    if isinstance(value, torch.fx.Proxy):
+        raise TypeError(
+            f"fastact.{op}: {name} is a torch.fx Proxy: a fastact function called directly in a "
+            "forward cannot be traced symbolically. Use the fastact.nn module instead (its op "
+            "becomes one graph node), or call torch.fx.wrap('<name>') at the top level of the "
+            "module that calls it"
+        )
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"fastact.{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
     if value.dtype not in FLOAT_DTYPES:
@@ -23,3 +30,13 @@ def same_device(op: str, **tensors) -> None:
     if len(devices) > 1:
         listed = ", ".join(f"{name} on {t.device}" for name, t in present.items())
         raise RuntimeError(f"fastact.{op}: expected all tensors on one device, got {listed}")
+
+
+def not_scriptable(what: str) -> None:
+    """The one error torch.jit.script gives for a model holding a fastact module."""
+    raise RuntimeError(
+        f"fastact.{what} cannot be compiled by torch.jit.script: fastact's ops check their "
+        "arguments and pick a backend in Python. Use torch.jit.trace(model, example_inputs) or "
+        "torch.export.export(model, (x,)) (fastact's ops are custom ops: both record them), or "
+        "torch.compile(model)"
+    )

@@ -9,12 +9,32 @@ from torch import Tensor, nn
 
 from fastact import _backend, _checks, geometric
 from fastact import dct as _dct
+from fastact.dct import dct_activation
 from fastact.hat import hat
 
 __all__ = ["Hat", "DCTActivation", "InputMeanNorm", "GeometricReLU", "GeometricReLUConv2d"]
 
+# The initial coefficients of every ENN activation in the authors' code (the ENN class of
+# github.com/marcmartinezgost/enn), before their 2 / nft scale: the odd DCT-II coefficients of the
+# identity ramp, rounded; close to -8 / (pi k)^2 * nft / 2 but not equal (the 6th by 12%).
+ENN_CONSTANTS = (-207.6068, -23.1526, -8.3292, -4.2629, -2.5883, -1.5147)
 
-class Hat(nn.Module):
+# Under torch.fx.symbolic_trace (create_feature_extractor, FX quantisation, ...) each op below
+# becomes one call_function node, run with real tensors later: their argument checks and backend
+# choice cannot run on Proxies, and the backend must be chosen when the graph runs, not traced.
+for _name in ("hat", "dct_activation", "_geometric_relu_forward", "_geometric_relu_conv2d_forward"):
+    torch.fx.wrap(_name)
+
+
+class _NotScriptable:
+    """torch.jit.script calls __prepare_scriptable__ on every submodule before compiling: one clear
+    error there, instead of a TorchScript compiler error from deep inside an op's Python checks."""
+
+    def __prepare_scriptable__(self):
+        _checks.not_scriptable(f"nn.{type(self).__name__}")
+
+
+class Hat(_NotScriptable, nn.Module):
     """Hat activation, a drop-in for nn.ReLU: max(0, 1 - |x - 1|) elementwise.
 
     Shape: any; the output has the input's shape, dtype and layout.
@@ -24,7 +44,7 @@ class Hat(nn.Module):
         return hat(x)
 
 
-class DCTActivation(nn.Module):
+class DCTActivation(_NotScriptable, nn.Module):
     """DCT-basis activation (ENN), a learnable cosine series per channel:
     y = sum_j coeffs[c, j] * cos(pi * k_j * (x - lo) / (hi - lo)) (see fastact.dct_activation).
 
@@ -77,22 +97,46 @@ class DCTActivation(nn.Module):
                                                dtype=dtype))
         self.reset_parameters()
 
+    @classmethod
+    def enn(cls, num_channels: int, nft: int = 512, *, channel_dim: int = 1, device=None,
+            dtype=None) -> "DCTActivation":
+        """The ENN authors' activation, as their code (the `ENN` class of Martinez-Gost et al.)
+        computes it: sum_q F_q cos(pi (2q - 1) (2 zbar - 1) / (2 nft)), zbar = nft (z + 1) / 2,
+        which is this module with six odd frequencies on the domain (-1 + 1/nft, 1 + 1/nft),
+        periodic, every channel starting from their constants
+        (2 / nft) * [-207.6068, -23.1526, -8.3292, -4.2629, -2.5883, -1.5147] (close to the
+        identity for nft = 512), computed in float32 as theirs are.
+
+        Their hidden layer is DCTActivation.enn(hidden, channel_dim=-1) on [batch, hidden] (1
+        and -1 are the same dimension there); their output layer shares one series between the
+        outputs: DCTActivation.enn(1).
+        """
+        if isinstance(nft, bool) or not isinstance(nft, int) or nft < 1:
+            raise ValueError(f"fastact.nn.DCTActivation.enn: nft must be a positive int, got "
+                             f"{nft!r}")
+        init = (2 / nft) * torch.tensor(ENN_CONSTANTS, dtype=torch.float32)
+        return cls(num_channels, len(ENN_CONSTANTS), channel_dim=channel_dim,
+                   domain=(-1 + 1 / nft, 1 + 1 / nft), frequencies="odd", boundary="periodic",
+                   init=init, device=device, dtype=dtype)
+
+    def initial_coeffs(self) -> Tensor:
+        """The coefficients `init` gives, [num_coeffs] or [num_channels, num_coeffs] (float64
+        for "identity" and "relu", the init tensor's dtype for a tensor)."""
+        if isinstance(self.init, Tensor):
+            return self.init
+        if self.init == "zeros":
+            return torch.zeros(self.num_coeffs, dtype=torch.float64)
+        return fit_coeffs(torch.relu if self.init == "relu" else (lambda x: x), self.num_coeffs,
+                          domain=self.domain, frequencies=self.frequencies)
+
     def reset_parameters(self) -> None:
         """Sets coeffs from `init` again."""
-        if isinstance(self.init, Tensor):
-            values = self.init
-        elif self.init == "zeros":
-            values = torch.zeros(self.num_coeffs)
-        else:
-            values = fit_coeffs(torch.relu if self.init == "relu" else (lambda x: x),
-                                self.num_coeffs, domain=self.domain, frequencies=self.frequencies)
         with torch.no_grad():
-            self.coeffs.copy_(values.to(self.coeffs.dtype).expand_as(self.coeffs))
+            self.coeffs.copy_(self.initial_coeffs().to(self.coeffs.dtype).expand_as(self.coeffs))
 
     def forward(self, x: Tensor) -> Tensor:
-        return _dct.dct_activation(x, self.coeffs, channel_dim=self.channel_dim,
-                                   domain=self.domain, frequencies=self.frequencies,
-                                   boundary=self.boundary)
+        return dct_activation(x, self.coeffs, channel_dim=self.channel_dim, domain=self.domain,
+                              frequencies=self.frequencies, boundary=self.boundary)
 
     def extra_repr(self) -> str:
         return (f"{self.num_channels}, num_coeffs={self.num_coeffs}, "
@@ -135,7 +179,7 @@ def _check_momentum(momentum) -> float:
     return float(momentum)
 
 
-class InputMeanNorm(nn.Module):
+class InputMeanNorm(_NotScriptable, nn.Module):
     """Input mean normalisation (IMN, Chen & Ge 2024): mean-only batch normalisation,
     y = x - mu with mu the mean per feature over every other dimension (batch mean in training,
     with gradients through it, and a running mean with `momentum` in eval).
@@ -187,24 +231,91 @@ def _bias_from(bias: Tensor, radius: Tensor, what: str) -> Tensor:
     return torch.where(zero, 0, bias / torch.where(zero, 1, radius))
 
 
-class GeometricReLU(nn.Module):
+INITS = ("default", "glorot")
+
+
+def _check_init(op: str, init) -> str:
+    if not isinstance(init, str) or init not in INITS:
+        raise ValueError(f"fastact.nn.{op}: init must be 'default' or 'glorot', got {init!r}")
+    return init
+
+
+def _initial_weight(module: nn.Module, shape: tuple[int, ...], fan_in: int, fan_out: int) -> None:
+    """theta and radius from a fresh weight of `shape`: nn.Linear / nn.Conv2d's Kaiming-uniform
+    (init="default"), or Glorot-uniform with limit sqrt(6 / (fan_in + fan_out)) as Chen & Ge's
+    code draws it (Keras' glorot_uniform; fan_out = filters for a convolution)."""
+    weight = torch.empty(shape, device=module.theta.device,
+                         dtype=torch.promote_types(module.theta.dtype, torch.float32))
+    if module.init == "glorot":
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+        nn.init.uniform_(weight, -limit, limit)
+    else:
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    _init_from_weight(module, weight.view(shape[0], -1))
+
+
+def _check_radius(module: nn.Module, what: str) -> None:
+    """relu(w x + b) with w = r u is r relu(u x + lambda) only for r >= 0."""
+    negative = torch.nonzero(module.radius.detach() < 0).flatten().tolist()
+    if negative:
+        raise ValueError(f"fastact.nn.{type(module).__name__}.{what}: units {negative[:10]} have a "
+                         "negative radius r: r * relu(u.x + b) is then -relu(...), which no layer "
+                         "followed by a ReLU computes")
+
+
+def _unfold(module: nn.Module, layer: nn.Module, channel_dim: int) -> nn.Sequential:
+    """nn.Sequential([InputMeanNorm,] layer, nn.ReLU) with the layer's weight radius * u and bias
+    radius * lambda: the same function as the GmP `module`, in the same mode."""
+    with torch.no_grad():
+        layer.weight.copy_(module.weight)
+        if module.bias is not None:
+            layer.bias.copy_(module.radius * module.bias)
+    layers = [layer, nn.ReLU()]
+    if module.input_mean_norm:
+        norm = InputMeanNorm(module.running_mean.shape[0], momentum=module.momentum,
+                             channel_dim=channel_dim, device=module.running_mean.device,
+                             dtype=module.running_mean.dtype)
+        norm.running_mean.copy_(module.running_mean)
+        layers.insert(0, norm)
+    return nn.Sequential(*layers).train(module.training)
+
+
+def _geometric_relu_forward(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
+                            running_mean: Tensor | None, momentum: float, training: bool,
+                            in_features: int) -> Tensor:
+    """GeometricReLU.forward (a free function, wrapped for torch.fx)."""
+    op = "GeometricReLU"
+    _checks.float_tensor(op, "x", x)
+    if x.dim() == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"fastact.nn.{op}: expected input [..., {in_features}], got shape "
+                         f"{tuple(x.shape)}")
+    geometric._check_parameters(op, x, theta, radius, bias, in_features)
+    mean = None
+    if running_mean is not None:
+        mean = _running_mean_update(x, running_mean, momentum, training, -1)
+    backend = _backend.select("geometric_relu", x.device)
+    return geometric._geometric_relu(backend, x, theta, radius, bias, mean)
+
+
+class GeometricReLU(_NotScriptable, nn.Module):
     """A linear layer followed by ReLU in geometric parameterisation (GmP, Chen & Ge 2024):
     z = radius * relu(x @ u(theta).T + bias), u(theta) = spherical_to_cartesian(theta).
 
     Parameters: `theta` [out, in-1], `radius` [out], `bias` [out] (None when bias=False), and with
     input_mean_norm=True a `running_mean` buffer [in]: the input mean (batch mean in training,
-    running mean with momentum 0.1 in eval) is subtracted, folded into the bias so that x - mu is
-    never formed. Initialised from nn.Linear's Kaiming-uniform weights through the exact inverse
-    map, bias 0. `weight` is the effective radius[:, None] * u (read-only);
-    `GeometricReLU.from_linear(linear)` converts nn.Linear + ReLU exactly.
+    running mean with `momentum` in eval; the authors use 0.01) is subtracted, folded into the
+    bias so that x - mu is never formed. init="default" draws nn.Linear's Kaiming-uniform weights,
+    init="glorot" Chen & Ge's Glorot-uniform ones (mean radius about 1 instead of 0.58), and
+    converts them through the exact inverse map; bias 0. `weight` is the effective
+    radius[:, None] * u (read-only). `GeometricReLU.from_linear(linear)` converts nn.Linear + ReLU
+    exactly, `to_linear()` converts back.
 
     Shape: [..., in] -> [..., out].
     """
 
-    momentum = 0.1
-
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 input_mean_norm: bool = False, device=None, dtype=None):
+                 input_mean_norm: bool = False, *, init: str = "default", momentum: float = 0.1,
+                 device=None, dtype=None):
         super().__init__()
         if in_features < 2 or out_features < 1:
             raise ValueError("fastact.nn.GeometricReLU: needs in_features >= 2 (a direction in "
@@ -214,6 +325,8 @@ class GeometricReLU(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.input_mean_norm = input_mean_norm
+        self.init = _check_init("GeometricReLU", init)
+        self.momentum = _check_momentum(momentum)
         self.theta = nn.Parameter(torch.empty(out_features, in_features - 1, **factory))
         self.radius = nn.Parameter(torch.empty(out_features, **factory))
         self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
@@ -222,10 +335,8 @@ class GeometricReLU(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        weight = torch.empty(self.out_features, self.in_features, device=self.theta.device,
-                             dtype=torch.promote_types(self.theta.dtype, torch.float32))
-        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # nn.Linear's default
-        _init_from_weight(self, weight)
+        _initial_weight(self, (self.out_features, self.in_features), self.in_features,
+                        self.out_features)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         if self.running_mean is not None:
@@ -243,47 +354,74 @@ class GeometricReLU(nn.Module):
                 module.bias.copy_(_bias_from(linear.bias.detach(), module.radius, "from_linear"))
         return module
 
+    def to_linear(self) -> nn.Sequential:
+        """nn.Sequential(nn.Linear, nn.ReLU) computing this layer's function (to rounding):
+        weight radius[:, None] * u, bias radius * bias. With input_mean_norm=True an
+        InputMeanNorm with this layer's running mean and momentum comes first. ValueError where a
+        radius is negative (no Linear + ReLU computes -relu)."""
+        _check_radius(self, "to_linear")
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                           device=self.theta.device, dtype=self.theta.dtype)
+        return _unfold(self, linear, channel_dim=-1)
+
     @property
     def weight(self) -> Tensor:
         """The effective weight radius[:, None] * u(theta), [out, in] (computed; read-only)."""
         return self.radius.unsqueeze(1) * geometric.spherical_to_cartesian(self.theta)
 
     def forward(self, x: Tensor) -> Tensor:
-        op = "GeometricReLU"
-        _checks.float_tensor(op, "x", x)
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(f"fastact.nn.{op}: expected input [..., {self.in_features}], got "
-                             f"shape {tuple(x.shape)}")
-        geometric._check_parameters(op, x, self.theta, self.radius, self.bias, self.in_features)
-        mean = None
-        if self.input_mean_norm:
-            mean = _running_mean_update(x, self.running_mean, self.momentum, self.training, -1)
-        backend = _backend.select("geometric_relu", x.device)
-        return geometric._geometric_relu(backend, x, self.theta, self.radius, self.bias, mean)
+        return _geometric_relu_forward(x, self.theta, self.radius, self.bias, self.running_mean,
+                                       self.momentum, self.training, self.in_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias is not None}, input_mean_norm={self.input_mean_norm}")
+                f"bias={self.bias is not None}, input_mean_norm={self.input_mean_norm}"
+                + _momentum_repr(self))
 
 
-class GeometricReLUConv2d(nn.Module):
+def _momentum_repr(module: nn.Module) -> str:
+    return f", momentum={module.momentum}" if module.input_mean_norm and module.momentum != 0.1 \
+        else ""
+
+
+def _geometric_relu_conv2d_forward(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
+                                   running_mean: Tensor | None, momentum: float, training: bool,
+                                   in_channels: int, kernel_size, stride, padding, dilation,
+                                   groups: int) -> Tensor:
+    """GeometricReLUConv2d.forward (a free function, wrapped for torch.fx)."""
+    op = "GeometricReLUConv2d"
+    _checks.float_tensor(op, "x", x)
+    if x.dim() not in (3, 4) or x.shape[-3] != in_channels:
+        raise ValueError(f"fastact.nn.{op}: expected input [N, {in_channels}, H, W] or "
+                         f"[{in_channels}, H, W], got shape {tuple(x.shape)}")
+    geometric._check_parameters(op, x, theta, radius, bias, theta.shape[1] + 1)
+    mean = None
+    if running_mean is not None:
+        mean = _running_mean_update(x, running_mean, momentum, training, -3)
+    backend = _backend.select("geometric_relu_conv2d", x.device)
+    return geometric._geometric_relu_conv2d(backend, x, theta, radius, bias, kernel_size, stride,
+                                            padding, dilation, groups, mean)
+
+
+class GeometricReLUConv2d(_NotScriptable, nn.Module):
     """nn.Conv2d followed by ReLU in geometric parameterisation: z = radius * relu(conv2d(x, U)
     + bias) with the filters U = spherical_to_cartesian(theta).view(out, in/groups, kh, kw).
 
     Parameters: `theta` [out, in/groups*kh*kw - 1], `radius` [out], `bias` [out] (None when
     bias=False), and with input_mean_norm=True a `running_mean` buffer [in] (the per-channel input
-    mean, folded into the bias; exact at zero-padded borders too). Initialised from nn.Conv2d's
-    Kaiming-uniform weights, bias 0. `weight` is radius * U, [out, in/groups, kh, kw] (read-only).
-    Zero padding only; padding may be "valid" or "same" (stride 1, odd dilated kernel).
+    mean, updated with `momentum`, folded into the bias; exact at zero-padded borders too).
+    init="default": nn.Conv2d's Kaiming-uniform weights; init="glorot": Chen & Ge's
+    Glorot-uniform, limit sqrt(6 / (in/groups*kh*kw + out)); bias 0. `weight` is radius * U,
+    [out, in/groups, kh, kw] (read-only). Zero padding only; padding may be "valid" or "same"
+    (stride 1, odd dilated kernel). `from_conv2d(conv)` converts nn.Conv2d + ReLU exactly,
+    `to_conv()` converts back.
 
     Shape: [N, in, H, W] or [in, H, W] -> [N, out, Ho, Wo] or [out, Ho, Wo].
     """
 
-    momentum = 0.1
-
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, input_mean_norm: bool = False,
-                 device=None, dtype=None):
+                 *, init: str = "default", momentum: float = 0.1, device=None, dtype=None):
         super().__init__()
         op = "nn.GeometricReLUConv2d"
         self.kernel_size = geometric._pair(op, "kernel_size", kernel_size, 1)
@@ -303,6 +441,8 @@ class GeometricReLUConv2d(nn.Module):
         self.out_channels = out_channels
         self.groups = groups
         self.input_mean_norm = input_mean_norm
+        self.init = _check_init("GeometricReLUConv2d", init)
+        self.momentum = _check_momentum(momentum)
         self.theta = nn.Parameter(torch.empty(out_channels, fan_in - 1, **factory))
         self.radius = nn.Parameter(torch.empty(out_channels, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
@@ -314,10 +454,7 @@ class GeometricReLUConv2d(nn.Module):
         return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
 
     def reset_parameters(self) -> None:
-        weight = torch.empty(self._filter_shape(), device=self.theta.device,
-                             dtype=torch.promote_types(self.theta.dtype, torch.float32))
-        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # nn.Conv2d's default
-        _init_from_weight(self, weight.view(self.out_channels, -1))
+        _initial_weight(self, self._filter_shape(), self.theta.shape[1] + 1, self.out_channels)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         if self.running_mean is not None:
@@ -340,6 +477,18 @@ class GeometricReLUConv2d(nn.Module):
                 module.bias.copy_(_bias_from(conv.bias.detach(), module.radius, "from_conv2d"))
         return module
 
+    def to_conv(self) -> nn.Sequential:
+        """nn.Sequential(nn.Conv2d, nn.ReLU) computing this layer's function (to rounding):
+        filters radius * U, bias radius * bias, the same stride, padding, dilation and groups.
+        With input_mean_norm=True an InputMeanNorm (channel_dim=-3) with this layer's running
+        mean and momentum comes first: the mean is subtracted before the zero padding, as here.
+        ValueError where a radius is negative."""
+        _check_radius(self, "to_conv")
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         self.padding, self.dilation, self.groups, bias=self.bias is not None,
+                         device=self.theta.device, dtype=self.theta.dtype)
+        return _unfold(self, conv, channel_dim=-3)
+
     @property
     def weight(self) -> Tensor:
         """The effective filters radius * U, [out, in/groups, kh, kw] (computed; read-only)."""
@@ -347,20 +496,10 @@ class GeometricReLUConv2d(nn.Module):
         return self.radius.view(-1, 1, 1, 1) * u
 
     def forward(self, x: Tensor) -> Tensor:
-        op = "GeometricReLUConv2d"
-        _checks.float_tensor(op, "x", x)
-        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
-            raise ValueError(f"fastact.nn.{op}: expected input [N, {self.in_channels}, H, W] or "
-                             f"[{self.in_channels}, H, W], got shape {tuple(x.shape)}")
-        geometric._check_parameters(op, x, self.theta, self.radius, self.bias,
-                                    self.theta.shape[1] + 1)
-        mean = None
-        if self.input_mean_norm:
-            mean = _running_mean_update(x, self.running_mean, self.momentum, self.training, -3)
-        backend = _backend.select("geometric_relu_conv2d", x.device)
-        return geometric._geometric_relu_conv2d(backend, x, self.theta, self.radius, self.bias,
-                                                self.kernel_size, self.stride, self.padding,
-                                                self.dilation, self.groups, mean)
+        return _geometric_relu_conv2d_forward(
+            x, self.theta, self.radius, self.bias, self.running_mean, self.momentum,
+            self.training, self.in_channels, self.kernel_size, self.stride, self.padding,
+            self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -371,4 +510,5 @@ class GeometricReLUConv2d(nn.Module):
             text += f", dilation={self.dilation}"
         if self.groups != 1:
             text += f", groups={self.groups}"
-        return text + f", bias={self.bias is not None}, input_mean_norm={self.input_mean_norm}"
+        return (text + f", bias={self.bias is not None}, input_mean_norm={self.input_mean_norm}"
+                + _momentum_repr(self))

@@ -67,3 +67,22 @@ def test_single_thread_restores_the_thread_count():
     with single_thread("cpu"):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_enn_part_runs_the_authors_setup():
+    """The network of the ENN authors' notebook (bump-diversity init, their activation on the
+    hidden layer and the output) and a short run of their training loop."""
+    from spectral import enn
+
+    net = enn.AuthorsNetwork("ENN")
+    angles = torch.arange(6) * math.pi / 6
+    torch.testing.assert_close(net.fc1.weight, 0.5 * torch.stack([angles.cos(), angles.sin()], 1))
+    assert net.fc2.weight.tolist() == [[0.5, -0.5, 0.5, -0.5, 0.5, -0.5]]
+    assert net.fc2.bias.item() == 0
+    assert net.act1.coeffs.shape == (6, 6) and net.act2.coeffs.shape == (1, 6)
+    x = torch.rand(5, 2) * 2 - 1
+    hidden = fastact.nn.DCTActivation.enn(6, channel_dim=-1)(net.fc1(x))
+    torch.testing.assert_close(net(x), fastact.nn.DCTActivation.enn(1)(net.fc2(hidden)))
+    with single_thread("cpu"):
+        run = enn.train_authors_setup("ENN", 50, "cpu")
+    assert 0 <= run["test_accuracy"] <= 1 and math.isfinite(run["mse_last_1000"])
