@@ -19,12 +19,14 @@ import os
 import threading
 
 import torch
+from torch.onnx import is_in_onnx_export
 
-from fastact import _extension
+from fastact import _extension, _onnx
 from fastact import triton as _triton
 
 BACKENDS = ("cpu", "cuda", "triton", "reference")
 AUTO = "auto"
+ONNX = "onnx"
 
 # The faster GPU backend per op, from `make bench` on a GPU (see README). Both are
 # memory-bound there; the CUDA kernels skip Triton's launch overhead on small tensors.
@@ -121,6 +123,10 @@ def available_backends() -> list[str]:
 
 def select(op: str, device: torch.device) -> str:
     """The backend that runs `op` on tensors of `device`, or a clear error."""
+    # torch.compile folds this call to False (torch.export too: it calls it only inside
+    # torch.onnx.export).
+    if is_in_onnx_export():
+        return ONNX
     name = current_backend()
     if name == AUTO:
         if device.type in ("cpu", "meta"):
@@ -142,3 +148,14 @@ def select(op: str, device: torch.device) -> str:
             f"backends that can: {', '.join(map(repr, can))}"
         )
     return name
+
+
+def ops(backend: str):
+    """The ops of a backend other than "reference": torch.ops.fastact ("cpu", "cuda"),
+    torch.ops.fastact_triton ("triton") or fastact._onnx ("onnx"), all with the same names and
+    arguments."""
+    if backend == "triton":
+        return torch.ops.fastact_triton
+    if backend == ONNX:
+        return _onnx
+    return torch.ops.fastact
