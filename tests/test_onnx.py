@@ -270,6 +270,20 @@ def test_directions_in_the_graph_match_the_kernels_on_long_rows():
     assert (actual.double().norm(dim=1) - 1).abs().max() < 1e-6
 
 
+def test_torch_export_keeps_the_fused_kernels_through_run_decompositions():
+    """Outside torch.onnx.export nothing changes: torch.export records fastact's ops, and the
+    default decompositions (what AOTInductor lowers) leave them whole."""
+    model = trained(MLPS["all"]()).eval()
+    x = torch.randn(5, 16)
+    program = torch.export.export(model, (x,)).run_decompositions()
+    targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert {"fastact.hat.default", "fastact.dct_activation.default",
+            "fastact.spherical_to_cartesian.default",
+            "fastact.geometric_relu_linear.default"} <= targets
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x), model(x))
+
+
 AOTI_SCRIPT = """
 import sys
 import torch
