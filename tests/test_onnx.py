@@ -114,10 +114,12 @@ MODULES = {
 }
 
 
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 @pytest.mark.parametrize("name", MODULES)
-def test_each_module_exports_to_standard_operators(name, tmp_path):
+def test_each_module_exports_to_standard_operators(name, dynamo, tmp_path):
     make_module, make_input = MODULES[name]
-    assert_exports_and_matches(trained(make_module()), make_input, tmp_path / "m.onnx")
+    assert_exports_and_matches(trained(make_module()), make_input, tmp_path / "m.onnx",
+                               dynamo=dynamo)
 
 
 def test_hat_is_exact_at_its_kinks_and_special_values(tmp_path):
@@ -149,8 +151,10 @@ class Functional(nn.Module):
         return torch.cat([z, radius[:, None], theta, image.flatten(1)], dim=1)
 
 
-def test_a_model_calling_the_functions(tmp_path):
-    assert_exports_and_matches(Functional(), randn(6, scale=2.0), tmp_path / "f.onnx")
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_a_model_calling_the_functions(dynamo, tmp_path):
+    assert_exports_and_matches(Functional(), randn(6, scale=2.0), tmp_path / "f.onnx",
+                               dynamo=dynamo)
 
 
 # Small real models: an MLP per activation, and ResNet-style blocks converted by fastact.convert.
