@@ -123,10 +123,12 @@ def available_backends() -> list[str]:
 
 def select(op: str, device: torch.device) -> str:
     """The backend that runs `op` on tensors of `device`, or a clear error."""
-    # Under torch.onnx.export, which traces with torch.export (is_exporting) or torch.jit
-    # (is_tracing). Those two cost ~0.1 us in eager calls, is_in_onnx_export ~1 us (it imports
-    # two modules per call); torch.compile folds all three to constants.
-    if (torch.compiler.is_exporting() or torch.jit.is_tracing()) and is_in_onnx_export():
+    # Under torch.onnx.export, which traces with torch.export (is_exporting) or torch.jit (a
+    # tracing state, read as nn.Module.__call__ reads it). Those two cost ~0.1 us in an eager
+    # call, is_in_onnx_export ~1 us (it imports two modules per call); torch.compile folds all
+    # three to constants.
+    if ((torch.compiler.is_exporting() or torch._C._get_tracing_state())
+            and is_in_onnx_export()):
         return ONNX
     name = current_backend()
     if name == AUTO:
