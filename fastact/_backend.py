@@ -19,12 +19,14 @@ import os
 import threading
 
 import torch
+from torch.onnx import is_in_onnx_export
 
-from fastact import _extension
+from fastact import _extension, _onnx
 from fastact import triton as _triton
 
 BACKENDS = ("cpu", "cuda", "triton", "reference")
 AUTO = "auto"
+ONNX = "onnx"
 
 # The default backend per op for CUDA tensors. No GPU figure exists yet (no GPU has run
 # `make bench`), so this is not a measurement: the rule until one exists is "the backend whose
@@ -120,6 +122,13 @@ def available_backends() -> list[str]:
 
 def select(op: str, device: torch.device) -> str:
     """The backend that runs `op` on tensors of `device`, or a clear error."""
+    # Under torch.onnx.export, which traces with torch.export (is_exporting) or torch.jit (a
+    # tracing state, read as nn.Module.__call__ reads it). Those two cost ~0.1 us in an eager
+    # call, is_in_onnx_export ~1 us (it imports two modules per call); torch.compile folds all
+    # three to constants.
+    if ((torch.compiler.is_exporting() or torch._C._get_tracing_state())
+            and is_in_onnx_export()):
+        return ONNX
     name = current_backend()
     if name == AUTO:
         if device.type in ("cpu", "meta"):
@@ -141,3 +150,14 @@ def select(op: str, device: torch.device) -> str:
             f"backends that can: {', '.join(map(repr, can))}"
         )
     return name
+
+
+def ops(backend: str):
+    """The ops of a backend other than "reference": torch.ops.fastact ("cpu", "cuda"),
+    torch.ops.fastact_triton ("triton") or fastact._onnx ("onnx"), all with the same names and
+    arguments."""
+    if backend == "triton":
+        return torch.ops.fastact_triton
+    if backend == ONNX:
+        return _onnx
+    return torch.ops.fastact

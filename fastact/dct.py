@@ -117,9 +117,8 @@ def dct_activation(x: Tensor, coeffs: Tensor, *, channel_dim: int = 1,
     if backend == "reference":
         return reference.dct_activation(x, coeffs, channel_dim=channel_dim, domain=(lo, hi),
                                         frequencies=frequencies, boundary=boundary)
-    ops = torch.ops.fastact_triton if backend == "triton" else torch.ops.fastact
-    return ops.dct_activation(x, table, channel_dim, lo, hi, frequencies == "odd",
-                              boundary == "clamp")
+    return _backend.ops(backend).dct_activation(x, table, channel_dim, lo, hi,
+                                                frequencies == "odd", boundary == "clamp")
 
 
 def _register(namespace: str) -> None:

@@ -34,10 +34,6 @@ __all__ = [
 ]
 
 
-def _ops(backend: str):
-    return torch.ops.fastact_triton if backend == "triton" else torch.ops.fastact
-
-
 def spherical_to_cartesian(theta: Tensor) -> Tensor:
     """Unit vectors from hyperspherical angles: theta [..., n-1] -> u [..., n] with
     u_1 = cos th_1, u_i = (prod_{j<i} sin th_j) cos th_i, u_n = prod_{j<n} sin th_j.
@@ -53,7 +49,7 @@ def spherical_to_cartesian(theta: Tensor) -> Tensor:
     backend = _backend.select("spherical_to_cartesian", theta.device)
     if backend == "reference":
         return reference.spherical_to_cartesian(theta)
-    return _ops(backend).spherical_to_cartesian(theta)
+    return _backend.ops(backend).spherical_to_cartesian(theta)
 
 
 def cartesian_to_spherical(w: Tensor) -> tuple[Tensor, Tensor]:
@@ -72,7 +68,7 @@ def cartesian_to_spherical(w: Tensor) -> tuple[Tensor, Tensor]:
     backend = _backend.select("cartesian_to_spherical", w.device)
     if backend == "reference":
         return reference.cartesian_to_spherical(w)
-    return _ops(backend).cartesian_to_spherical(w)
+    return _backend.ops(backend).cartesian_to_spherical(w)
 
 
 def _autocast_dtype(x: Tensor):
@@ -141,7 +137,7 @@ def _geometric_relu(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias
         if amp is not None:  # F.linear casts x, u and the bias itself
             radius = radius.to(amp)
         return reference.geometric_relu(x, theta, radius, bias)
-    ops = _ops(backend)
+    ops = _backend.ops(backend)
     u = ops.spherical_to_cartesian(theta)
     if input_mean is not None:
         folded = -torch.mv(u, input_mean.to(u.dtype))
@@ -223,9 +219,11 @@ def _geometric_relu_conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tenso
                                             stride=stride, padding=padding, dilation=dilation,
                                             groups=groups)
     else:
-        ops = _ops(backend)
-        out = theta.shape[0]
-        u = ops.spherical_to_cartesian(theta).view(out, x.shape[1] // groups, *kernel_size)
+        ops = _backend.ops(backend)
+        u = ops.spherical_to_cartesian(theta)
+        # in/groups from u, not x: the TorchScript ONNX exporter needs the filters' shape and
+        # cannot infer it from x's when x has a dynamic dimension
+        u = u.view(u.shape[0], u.shape[1] // (kernel_size[0] * kernel_size[1]), *kernel_size)
         if input_mean is not None:
             bias = _fold_input_mean(x, u, bias, input_mean.to(u.dtype), stride, padding, dilation,
                                     groups)

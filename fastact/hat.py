@@ -27,9 +27,7 @@ def hat(x: Tensor) -> Tensor:
     backend = _backend.select("hat", x.device)
     if backend == "reference":
         return reference.hat(x)
-    if backend == "triton":
-        return torch.ops.fastact_triton.hat(x)
-    return torch.ops.fastact.hat(x)
+    return _backend.ops(backend).hat(x)
 
 
 def _register(namespace: str) -> None:

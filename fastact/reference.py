@@ -4,7 +4,9 @@ gradients from autograd; they run on any device and are the "reference" backend.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -39,29 +41,48 @@ def dct_activation(x: Tensor, coeffs: Tensor, *, channel_dim: int = 1,
     float16/bfloat16 compute in float32 (their own precision would put errors of a few percent
     into the phase pi k t); the result has x's dtype, the coefficient gradient coeffs' dtype.
     Arguments are taken as given: fastact.dct_activation checks them first."""
+    t = scaled_input(x, domain, boundary)
+    return cosine_series(t, coeffs, channel_dim, frequencies).to(x.dtype)
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the elementwise ops compute in: float32 for 16-bit x, else x's."""
+    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def scaled_input(x: Tensor, domain: tuple[float, float], boundary: str) -> Tensor:
+    """t = (x - lo) / (hi - lo) in the compute dtype, clamped to [0, 1] for boundary="clamp"."""
     lo, hi = (float(v) for v in domain)
-    compute = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    table = coeffs.to(compute).reshape(-1, coeffs.shape[-1])
+    t = (x.to(compute_dtype(x)) - lo) / (hi - lo)
+    return t.clamp(0.0, 1.0) if boundary == "clamp" else t
+
+
+def cosine_series(t: Tensor, coeffs: Tensor, channel_dim: int, frequencies: str) -> Tensor:
+    """sum_j coeffs[c, j] * cos(pi * k_j * t) in t's dtype (see dct_activation)."""
+    table = coeffs.to(t.dtype).reshape(-1, coeffs.shape[-1])
     num_coeffs = table.shape[1]
-    t = (x.to(compute) - lo) / (hi - lo)
-    if boundary == "clamp":
-        t = t.clamp(0.0, 1.0)
-    k = torch.arange(num_coeffs, device=x.device, dtype=compute)
+    k = torch.arange(num_coeffs, device=t.device, dtype=t.dtype)
     if frequencies == "odd":
         k = 2 * k + 1
     basis = torch.cos(math.pi * k * t.unsqueeze(-1))  # [..., K]
-    shape = [1] * x.dim() + [num_coeffs]
+    shape = [1] * t.dim() + [num_coeffs]
     if table.shape[0] != 1:  # one row per channel (zero rows for zero channels)
-        shape[channel_dim % x.dim()] = table.shape[0]
-    return (basis * table.view(shape)).sum(-1).to(x.dtype)
+        shape[channel_dim % t.dim()] = table.shape[0]
+    return (basis * table.view(shape)).sum(-1)
 
 
 def spherical_to_cartesian(theta: Tensor) -> Tensor:
     """u_1 = cos th_1, u_i = (prod_{j<i} sin th_j) cos th_i, u_n = prod_{j<n} sin th_j: the
     cumulative product of [1, sin th_1, ..., sin th_{n-1}] times [cos th_1, ..., cos th_{n-1}, 1].
     (torch's cumprod backward is exact where a sine is 0.)"""
+    return unit_vectors(theta, functools.partial(torch.cumprod, dim=-1))
+
+
+def unit_vectors(theta: Tensor, prefix_product: Callable[[Tensor], Tensor]) -> Tensor:
+    """spherical_to_cartesian(theta), with `prefix_product` the cumulative product along the
+    last dimension."""
     ones = theta.new_ones((*theta.shape[:-1], 1))
-    prefix = torch.cumprod(torch.cat([ones, torch.sin(theta)], dim=-1), dim=-1)
+    prefix = prefix_product(torch.cat([ones, torch.sin(theta)], dim=-1))
     return prefix * torch.cat([torch.cos(theta), ones], dim=-1)
 
 
