@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import pickle
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -526,6 +529,27 @@ def test_a_rewritten_model_keeps_class_state_and_copies_and_pickles():
     # Converting again works on the rewritten model (nothing left to convert).
     again = fastact.convert(converted, relu="hat")
     assert not again.converted
+
+
+def test_a_rewritten_model_unpickles_in_a_fresh_interpreter(tmp_path):
+    """The pickle names the rewritten class's rebuilder by an importable module path: a new
+    process, with nothing imported but what the pickle names, loads it."""
+    torch.manual_seed(0)
+    converted = fastact.convert(Net(), relu="hat").model
+    assert type(converted) is not Net  # the forward was rewritten
+    x = torch.randn(3, 4)
+    path = tmp_path / "model.pickle"
+    path.write_bytes(pickle.dumps((converted, x, converted(x))))
+    script = ("import pickle, torch\n"
+              f"model, x, expected = pickle.loads(open({str(path)!r}, 'rb').read())\n"
+              "assert type(model).__mro__[1].__name__ == 'Net'\n"
+              "torch.testing.assert_close(model(x), expected, rtol=0, atol=0)\n"
+              "print(type(model).__reduce_ex__(model, 2)[0].__module__)\n")
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=environment, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "fastact.convert.rewrite"
 
 
 def test_unconverted_checkpoint_loads_into_the_converted_model():
