@@ -149,10 +149,6 @@ def _rebuild_rewritten(base: type, source: str, spec: tuple) -> nn.Module:
     return cls.__new__(cls)
 
 
-def rewritten(module: nn.Module) -> bool:
-    return hasattr(type(module), "_fastact_forward")
-
-
 def unique_attribute(module: nn.Module, base: str) -> str:
     """`base`, or `base_2`, `base_3`, ..., whichever `module` has no attribute of."""
     name, count = base, 1
@@ -160,5 +156,3 @@ def unique_attribute(module: nn.Module, base: str) -> str:
         count += 1
         name = f"{base}_{count}"
     return name
-
-
