@@ -24,7 +24,8 @@ from fastact import _backend, _checks, _extension, reference
 from fastact import triton as _triton
 
 if _triton.AVAILABLE:
-    from fastact.triton import geometric as _triton_geometric  # noqa: F401  (defines the ops)
+    from fastact.triton import layer as _triton_layer  # noqa: F401  (defines the ops)
+    from fastact.triton import sphere as _triton_sphere  # noqa: F401  (defines the ops)
 
 __all__ = [
     "spherical_to_cartesian",
