@@ -1,7 +1,7 @@
 """The GmP layer in Triton: torch.mm / conv2d (cuBLAS, cuDNN), then the fused epilogues of
 csrc/include/fastact/layer.h, composed as csrc/host/layer.h composes the C++ ones. Wrapped as
 custom ops fastact_triton::<op>; fake kernels and autograd are registered in
-fastact/geometric.py, beside the C++ ops'."""
+fastact/layer.py, beside the C++ ops'."""
 
 from __future__ import annotations
 

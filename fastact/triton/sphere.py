@@ -1,7 +1,7 @@
 """The hyperspherical maps of GmP in Triton, mirroring csrc/include/fastact/sphere.h: a program
 per row scanning tiles with tl.cumprod / tl.associative_scan in float64, or per block of rows for
 the sequential inverse map. Wrapped as custom ops fastact_triton::<op>; fake kernels and autograd
-are registered in fastact/geometric.py, beside the C++ ops'."""
+are registered in fastact/sphere.py, beside the C++ ops'."""
 
 from __future__ import annotations
 
