@@ -17,10 +17,7 @@ from fastact.dct import dct_activation
 # identity ramp, rounded; close to -8 / (pi k)^2 * nft / 2 but not equal (the 6th by 12%).
 ENN_CONSTANTS = (-207.6068, -23.1526, -8.3292, -4.2629, -2.5883, -1.5147)
 
-# Under torch.fx.symbolic_trace (create_feature_extractor, FX quantisation, ...) the op below
-# becomes one call_function node, run with real tensors later: its argument checks and backend
-# choice cannot run on Proxies, and the backend must be chosen when the graph runs, not traced.
-torch.fx.wrap("dct_activation")
+torch.fx.wrap("dct_activation")  # one node in a torch.fx graph (see fastact/nn/__init__.py)
 
 
 class DCTActivation(NotScriptable, nn.Module):

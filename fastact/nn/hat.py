@@ -8,10 +8,7 @@ from torch import Tensor, nn
 from fastact._checks import NotScriptable
 from fastact.hat import hat
 
-# Under torch.fx.symbolic_trace (create_feature_extractor, FX quantisation, ...) the op below
-# becomes one call_function node, run with real tensors later: its argument checks and backend
-# choice cannot run on Proxies, and the backend must be chosen when the graph runs, not traced.
-torch.fx.wrap("hat")
+torch.fx.wrap("hat")  # one node in a torch.fx graph (see fastact/nn/__init__.py)
 
 
 class Hat(NotScriptable, nn.Module):

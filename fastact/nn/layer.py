@@ -12,9 +12,7 @@ from torch import Tensor, nn
 from fastact import _backend, _checks, layer, sphere
 from fastact._checks import NotScriptable
 
-# Under torch.fx.symbolic_trace (create_feature_extractor, FX quantisation, ...) each forward
-# below becomes one call_function node, run with real tensors later: its argument checks and
-# backend choice cannot run on Proxies, and the backend must be chosen when the graph runs.
+# The forwards as free functions: one node each in a torch.fx graph (see fastact/nn/__init__.py).
 for _name in ("_geometric_relu_forward", "_geometric_relu_conv2d_forward"):
     torch.fx.wrap(_name)
 
