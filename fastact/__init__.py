@@ -14,12 +14,8 @@ from fastact._backend import available_backends, use_backend
 from fastact import reference
 from fastact.hat import hat
 from fastact.dct import dct_activation
-from fastact.geometric import (
-    cartesian_to_spherical,
-    geometric_relu,
-    geometric_relu_conv2d,
-    spherical_to_cartesian,
-)
+from fastact.sphere import cartesian_to_spherical, spherical_to_cartesian
+from fastact.layer import geometric_relu, geometric_relu_conv2d
 from fastact import nn
 from fastact import spectral
 from fastact.convert import Conversion, convert

@@ -40,3 +40,20 @@ def not_scriptable(what: str) -> None:
         "torch.export.export(model, (x,)) (fastact's ops are custom ops: both record them), or "
         "torch.compile(model)"
     )
+
+
+class NotScriptable:
+    """A mixin for the fastact.nn modules. torch.jit.script calls __prepare_scriptable__ on every
+    submodule before compiling: one clear error there, instead of a TorchScript compiler error
+    from deep inside an op's Python checks."""
+
+    def __prepare_scriptable__(self):
+        not_scriptable(f"nn.{type(self).__name__}")
+
+
+def not_differentiable_again(op: str):
+    """The autograd formula of a backward op that has none: a clear error on double backward."""
+    def backward(ctx, *grads):
+        raise RuntimeError(f"fastact.{op}: the backward op is not differentiable (double "
+                           "backward is not supported)")
+    return backward

@@ -27,7 +27,9 @@ FREQUENCIES = ("odd", "all")
 BOUNDARIES = ("periodic", "clamp")
 
 
-def _choice(name: str, value, allowed: tuple[str, ...]) -> str:
+def check_choice(name: str, value, allowed: tuple[str, ...]) -> str:
+    """value if it is one of the strings `allowed` (FREQUENCIES, BOUNDARIES), else a ValueError
+    naming the argument `name`."""
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(
             f"fastact.dct_activation: {name} must be one of {', '.join(map(repr, allowed))}, "
@@ -36,7 +38,9 @@ def _choice(name: str, value, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _domain(domain) -> tuple[float, float]:
+def domain_of(domain) -> tuple[float, float]:
+    """The domain argument as a pair of floats (lo, hi), finite with lo < hi and a finite
+    1 / (hi - lo), else a ValueError."""
     try:
         lo, hi = domain
     except (TypeError, ValueError):
@@ -63,9 +67,9 @@ def _arguments(x, coeffs, channel_dim, domain, frequencies, boundary):
     _checks.float_tensor(op, "x", x)
     _checks.float_tensor(op, "coeffs", coeffs)
     _checks.same_device(op, x=x, coeffs=coeffs)
-    _choice("frequencies", frequencies, FREQUENCIES)
-    _choice("boundary", boundary, BOUNDARIES)
-    lo, hi = _domain(domain)
+    check_choice("frequencies", frequencies, FREQUENCIES)
+    check_choice("boundary", boundary, BOUNDARIES)
+    lo, hi = domain_of(domain)
     if isinstance(channel_dim, bool) or not isinstance(channel_dim, int):
         raise TypeError(f"fastact.{op}: channel_dim must be an int, got {channel_dim!r}")
     if coeffs.dim() not in (1, 2) or coeffs.shape[-1] < 1:

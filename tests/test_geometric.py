@@ -1,5 +1,5 @@
 """The GmP layer ops (geometric_relu, geometric_relu_conv2d) and modules (GeometricReLU,
-GeometricReLUConv2d, InputMeanNorm) on every backend against fastact.reference: values and
+GeometricReLUConv2d, InputMeanNorm) on every kernel backend against fastact.reference: values and
 gradients of x, theta, radius and bias (radius negative and zero included), layouts, the
 input-mean fold (exact at padded borders), init, from_linear, state_dict, what the backward
 saves, determinism, opcheck, torch.compile and bad input."""
@@ -72,7 +72,7 @@ def check_layer(backend, fn, reference, x, theta, radius, bias, what, **kwargs):
 
 def layer_cases():
     shapes = [((5, 8), 7), ((2, 3, 16), 33), ((8,), 3), ((37, 64), 64), ((0, 6), 5)]
-    for pair in BACKEND_DEVICES:
+    for pair in KERNEL_BACKEND_DEVICES:
         for dtype in FLOAT_DTYPES:
             for x_shape, out in shapes:
                 yield pytest.param(*pair.values, dtype, x_shape, out, marks=pair.marks,
@@ -87,7 +87,7 @@ def test_geometric_relu_matches_reference(backend, device, dtype, x_shape, out):
                 radius, bias, "geometric_relu")
 
 
-@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_strided_inputs_and_empty_batches(backend, device):
     """Non-contiguous x and parameters (views of larger tensors) are read where they lie; an
     empty batch gives an empty output and zero parameter gradients, linear and conv."""
@@ -156,7 +156,7 @@ def conv_configs():
 
 
 def conv_cases():
-    for pair in BACKEND_DEVICES:
+    for pair in KERNEL_BACKEND_DEVICES:
         for dtype in FLOAT_DTYPES:
             for name in conv_configs():
                 yield pytest.param(*pair.values, dtype, name, marks=pair.marks,
@@ -183,6 +183,23 @@ def test_geometric_relu_conv2d_matches_reference(backend, device, dtype, name):
                     f"geometric_relu_conv2d {name}", **kwargs)
     if layout == "channels_last":
         assert z.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_reference_dtype_handling():
+    """The oracle itself in every dtype (the kernels are checked against its float64 run): it
+    computes in the input's dtype, as ATen's linear and conv2d do, and returns it, within the
+    tolerances the kernels meet, values and gradients."""
+    for dtype in FLOAT_DTYPES:
+        x = torch.randn(37, 64).to(dtype).requires_grad_()
+        theta, radius, bias = parameters(64, 64, "cpu", dtype)
+        check_layer("reference", fastact.reference.geometric_relu,
+                    fastact.reference.geometric_relu, x, theta, radius, bias,
+                    "reference geometric_relu")
+        x = torch.randn(2, 4, 6, 5).to(dtype).requires_grad_()
+        theta, radius, bias = parameters(6, 4 * 9, "cpu", dtype)
+        check_layer("reference", fastact.reference.geometric_relu_conv2d,
+                    fastact.reference.geometric_relu_conv2d, x, theta, radius, bias,
+                    "reference geometric_relu_conv2d", kernel_size=3, padding=1)
 
 
 @pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
@@ -237,7 +254,7 @@ def test_from_conv2d_is_exact():
     torch.testing.assert_close(layer(x), torch.relu(conv(x)), atol=1e-14, rtol=1e-13)
 
 
-@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_input_mean_norm_linear(backend, device):
     """Training: the output is the layer on x - batch mean, with gradients through the mean;
     the running mean moves by momentum 0.1. Eval: the running mean."""
@@ -267,7 +284,7 @@ def test_input_mean_norm_linear(backend, device):
 
 @pytest.mark.parametrize("padding, layout", [(0, torch.contiguous_format), (1, torch.contiguous_format),
                                              (2, torch.channels_last)])
-@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_input_mean_norm_conv_is_exact_at_padded_borders(backend, device, padding, layout):
     """The output equals the layer applied to (x - mu), zero-padded: with padding, the fold
     subtracts the convolution of the constant mean image (a bias per position)."""
@@ -417,7 +434,7 @@ def test_opcheck(backend, device):
                           (empty, u.float(), radius.float(), None))
 
 
-@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_torch_compile_fullgraph(backend, device):
     """A model of both layers with input mean normalisation, forward and backward compiled
     without a graph break, against the same model in eager mode."""

@@ -1,4 +1,4 @@
-"""The hyperspherical maps of GmP on every backend against fastact.reference (float64):
+"""The hyperspherical maps of GmP on every kernel backend against fastact.reference (float64):
 spherical_to_cartesian and its exact inverse cartesian_to_spherical, values and gradients,
 angles at 0 and pi, the unit norm of long rows, the zero conventions, extreme scales,
 special values, opcheck and bad input."""
@@ -46,7 +46,7 @@ def run(backend, fn, *args):
         return fn(*args)
 
 
-def cases(shapes, dtypes=FLOAT_DTYPES, pairs=BACKEND_DEVICES):
+def cases(shapes, dtypes=FLOAT_DTYPES, pairs=KERNEL_BACKEND_DEVICES):
     for pair in pairs:
         for dtype in dtypes:
             for shape in shapes:
@@ -112,7 +112,7 @@ def test_gradcheck_with_angles_at_zero_and_pi(backend, device):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")  # the interpreter's numpy
-@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_large_and_special_angles(backend, device):
     """Angles far outside [0, pi] (the kernels' polynomial hands them to libm / the GPU's
     reduction) and NaN/inf: as the reference; NaN spreads to the later coordinates."""
@@ -183,6 +183,28 @@ def test_cartesian_to_spherical_is_the_exact_inverse(backend, device, dtype, n):
                             [g_radius.double(), g_theta.double()])
     assert torch.isfinite(w.grad).all()
     assert_close_to(w.grad, w64.grad, INVERSE_GRAD_TOLERANCES, "d cartesian_to_spherical")
+
+
+def test_reference_dtype_handling():
+    """The oracle itself in every dtype (the kernels are checked against its float64 run): it
+    computes in the input's dtype and returns it (gradients too), its values within the
+    tolerances the kernels meet."""
+    theta64 = torch.rand(19, 13, dtype=torch.float64) * 4 - 0.5
+    w64 = torch.cat([awkward_rows(5, "cpu"), torch.randn(5, 5, dtype=torch.float64)])
+    for dtype in FLOAT_DTYPES:
+        theta = theta64.to(dtype).detach().requires_grad_()  # a leaf, float64 too
+        u = fastact.reference.spherical_to_cartesian(theta)
+        expected, _ = float64_reference(fastact.reference.spherical_to_cartesian, theta)
+        assert u.dtype == dtype
+        assert_close_to(u, expected, MAP_TOLERANCES, "reference spherical_to_cartesian")
+        u.backward(torch.randn_like(u))
+        assert theta.grad.dtype == dtype and torch.isfinite(theta.grad).all()
+        radius, angles = fastact.reference.cartesian_to_spherical(w64.to(dtype))
+        expected_radius, expected_angles = fastact.reference.cartesian_to_spherical(
+            w64.to(dtype).double())
+        assert radius.dtype == angles.dtype == dtype
+        assert_close_to(radius, expected_radius, INVERSE_TOLERANCES, "reference radius")
+        assert_close_to(angles, expected_angles, INVERSE_TOLERANCES, "reference theta")
 
 
 @pytest.mark.parametrize("backend, device", BACKEND_DEVICES)

@@ -1,5 +1,6 @@
-"""Hat on every backend against fastact.reference: values, gradients, layouts, dtypes,
-special values, torch.library.opcheck, torch.compile and bad input."""
+"""Hat on every kernel backend against fastact.reference (float64): values, gradients, layouts,
+dtypes, special values, torch.library.opcheck, torch.compile and bad input; the reference
+backend in the tests of stated values, gradcheck and its own dtype handling."""
 
 import math
 
@@ -53,9 +54,9 @@ def check_against_reference(backend, x):
 
 
 def sized_cases():
-    """Every backend x dtype x size; the Triton interpreter (~1 s per million elements)
+    """Every kernel backend x dtype x size; the Triton interpreter (~1 s per million elements)
     takes the 2^20 + 3 size in float32 only."""
-    for pair in BACKEND_DEVICES:
+    for pair in KERNEL_BACKEND_DEVICES:
         for dtype in FLOAT_DTYPES:
             for shape in [(), (1,), (7,), (1023,), (3, 5, 7), (2**20 + 3,)]:
                 if interpreted(*pair.values) and math.prod(shape) > 2**16 and dtype != torch.float32:
@@ -80,6 +81,25 @@ def test_kinks_and_special_values(backend, device, dtype):
     expected = torch.minimum(exact, 2 - exact).clamp(min=0)  # NaN stays NaN, +-inf give 0
     assert_close_to(y.cpu(), expected, EXACT, "hat at special values")
     assert x.grad.tolist() == [stated_gradient(v) for v in exact.tolist()]
+
+
+def test_reference_dtype_handling():
+    """The oracle itself in every dtype (the kernels are checked against its float64 run): it
+    computes in x's dtype and returns it, and as hat needs no rounding its values and
+    gradients equal the float64 ones there, special values included."""
+    x64 = torch.cat([torch.tensor(SPECIAL, dtype=torch.float64),
+                     torch.randn(1000, dtype=torch.float64) * 1.5 + 1])
+    for dtype in FLOAT_DTYPES:
+        x = x64.to(dtype).detach().requires_grad_()  # a leaf of its own, float64 too
+        y = fastact.reference.hat(x)
+        expected, (x_copy,) = float64_reference(fastact.reference.hat, x)
+        assert y.dtype == dtype
+        assert_close_to(y, expected, EXACT, "reference hat")
+        grad = torch.randn_like(y)
+        y.backward(grad)
+        expected.backward(grad.double())
+        assert x.grad.dtype == dtype
+        assert_close_to(x.grad, x_copy.grad, EXACT, "d reference hat / dx")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
@@ -195,7 +215,7 @@ def test_opcheck(backend, device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_torch_compile_fullgraph(backend, device, dtype):
     torch._dynamo.reset()
 

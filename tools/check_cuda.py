@@ -5,18 +5,16 @@
 2. The CUDA kernels that move whole 16-byte packs (the name contains "packs_kernel") use
    128-bit global loads and stores: each csrc/cuda/*.cu is compiled to PTX for sm_90 with the
    build's flags and every such kernel's body is read.
-3. Every Triton kernel (the COMPILE_SPECS of each fastact.triton module) compiles ahead of time
-   for sm_80 and sm_90 with the specialisation the JIT gives aligned tensors; kernels with
-   contiguous access must use 128-bit global loads (ld.global.v4) in their PTX.
+3. Every Triton kernel (its specs: tools/triton_specs.py) compiles ahead of time for sm_80 and
+   sm_90 with the specialisation the JIT gives aligned tensors; kernels with contiguous access
+   must use 128-bit global loads (ld.global.v4) in their PTX, and every kernel has a spec.
 
 Usage: python tools/check_cuda.py BUILD_LIB
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 import re
 import sys
 import time
@@ -111,23 +109,19 @@ def check_cuda_ptx() -> list[str]:
     return problems
 
 
-def compile_specs():
-    import fastact.triton
-
-    for info in pkgutil.iter_modules(fastact.triton.__path__):
-        module = importlib.import_module(f"fastact.triton.{info.name}")
-        yield from getattr(module, "COMPILE_SPECS", [])
-
-
 def check_triton() -> list[str]:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    problems = []
+    from triton_specs import compile_specs, kernels_without_specs
+
+    specs = compile_specs()
+    problems = [f"{kernel} has no compile spec (tools/triton_specs.py)"
+                for kernel in kernels_without_specs(specs)]
     print(f"\nTriton {triton.__version__}: ahead-of-time compile for sm_{', sm_'.join(map(str, ARCHS))}")
     print(f"{'kernel':<64} {'arch':>5} {'smem B':>7} {'128b ld':>7} {'128b st':>7} {'s':>5}")
-    for spec in compile_specs():
+    for spec in specs:
         names = list(spec.signature)
         # The JIT marks 16-byte-aligned pointers and sizes divisible by 16 this way.
         attrs = {

@@ -1,6 +1,6 @@
-// DCT-basis activation on CPU: ATen glue around the per-instruction-set kernels of
-// dct_kernel.h. The coefficient gradient is two-pass: the backward kernels write partial sums
-// over fixed pieces of each channel, summed here in a fixed order.
+// DCT-basis activation on CPU: the Kernels of csrc/host/dct.h around the per-instruction-set
+// kernels of dct_kernel.h. The coefficient gradient is two-pass: the backward kernels write
+// partial sums over fixed pieces of each channel, summed here in a fixed order.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -11,7 +11,7 @@
 
 #include "cpu/dct_tasks.h"
 #include "cpu/isa.h"
-#include "dct_host.h"
+#include "host/dct.h"
 
 FASTACT_DECLARE_CPU_KERNEL(DctForwardTasks, dct_forward_tasks)
 FASTACT_DECLARE_CPU_KERNEL(DctBackwardTasks, dct_backward_tasks)
@@ -19,18 +19,15 @@ FASTACT_DECLARE_CPU_KERNEL(DctBackwardTasks, dct_backward_tasks)
 namespace fastact::cpu {
 namespace {
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // The accumulators one backward task range needs (see DctBackwardTasks).
 int64_t scratch_size(const DctProblem& p, int64_t lanes) {
   return p.num_coeffs * (p.lanes_are_channels ? p.channel_block + lanes : lanes);
 }
 
-DctProblem make_problem(const at::Tensor& dense, const at::Tensor& coeffs, int64_t channel_dim,
-                        double lo, double hi, bool odd, bool clamp) {
-  const DctChannelView view = dct_channel_view(dense, channel_dim, coeffs.size(0));
-  const int64_t K = coeffs.size(1);
-  const int64_t V = dense.scalar_type() == at::kDouble ? kDctLanesDouble : kDctLanesFloat;
+DctProblem make_problem(const DctCall& call) {
+  const DctChannelView& view = call.view;
+  const int64_t K = call.table.size(1);
+  const int64_t V = call.compute == at::kDouble ? kDctLanesDouble : kDctLanesFloat;
   DctProblem p{};
   p.outer = view.outer;
   p.channels = view.channels;
@@ -48,10 +45,10 @@ DctProblem make_problem(const at::Tensor& dense, const at::Tensor& coeffs, int64
     p.num_pieces = ceil_div(p.outer * p.inner, p.piece_length);
     p.channel_block = 0;
   }
-  p.scale = dct_scale(lo, hi);
-  p.offset = dct_offset(lo, hi);
-  p.odd = odd;
-  p.clamp = clamp;
+  p.scale = call.scale;
+  p.offset = call.offset;
+  p.odd = call.odd;
+  p.clamp = call.clamp;
   return p;
 }
 
@@ -100,72 +97,56 @@ void sum_partials(const T* partials, const DctProblem& p, T* out) {
   });
 }
 
-at::Tensor dct_activation_cpu(const at::Tensor& x, const at::Tensor& coeffs, int64_t channel_dim,
-                              double lo, double hi, bool odd, bool clamp) {
-  check_dct_arguments("dct_activation", x, coeffs, channel_dim, lo, hi);
-  at::Tensor y = at::empty_like(x);
-  if (y.numel() == 0) return y;
-  const at::Tensor xd = dct_in_layout(x, y);
-  const DctProblem p = make_problem(y, coeffs, channel_dim, lo, hi, odd, clamp);
-  const at::Tensor table = kernel_table(dct_value_table(coeffs, dct_compute_type(x)), p);
-  DctForwardTasks* kernel = dct_forward_tasks_for_this_cpu();
-  // Tasks: rows of channels, or pieces of kDctPiecePositions elements of one channel.
-  const int64_t tasks = p.lanes_are_channels ? p.outer : p.channels * p.num_pieces;
-  const int64_t grain = p.lanes_are_channels ? std::max<int64_t>(1, kDctPiecePositions / p.channels) : 1;
-  const c10::ScalarType dtype = x.scalar_type();
-  at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
-    kernel(dtype, p, table.const_data_ptr(), xd.const_data_ptr(), y.mutable_data_ptr(), begin, end);
-  });
-  return y;
-}
+struct CpuDct {
+  using DeviceGuard = NoDeviceGuard;
 
-std::tuple<at::Tensor, at::Tensor> dct_activation_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& coeffs, int64_t channel_dim,
-    double lo, double hi, bool odd, bool clamp, std::array<bool, 2> output_mask) {
-  check_dct_arguments("dct_activation_backward", x, coeffs, channel_dim, lo, hi);
-  check_matches("dct_activation_backward", "grad_out", grad_out, "x", x);
-  const bool need_grad_x = output_mask[0], need_grad_coeffs = output_mask[1];
-  at::Tensor grad_x = need_grad_x ? at::empty_like(x) : at::empty({0}, x.options());
-  if (x.numel() == 0 || !(need_grad_x || need_grad_coeffs)) {
-    return {grad_x, need_grad_coeffs ? at::zeros_like(coeffs) : at::empty({0}, coeffs.options())};
+  static void forward(const DctCall& call, const at::Tensor& y) {
+    const DctProblem p = make_problem(call);
+    const at::Tensor table = kernel_table(call.table, p);
+    DctForwardTasks* kernel = dct_forward_tasks_for_this_cpu();
+    // Tasks: rows of channels, or pieces of kDctPiecePositions elements of one channel.
+    const int64_t tasks = p.lanes_are_channels ? p.outer : p.channels * p.num_pieces;
+    const int64_t grain =
+        p.lanes_are_channels ? std::max<int64_t>(1, kDctPiecePositions / p.channels) : 1;
+    const c10::ScalarType dtype = call.x.scalar_type();
+    at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
+      kernel(dtype, p, table.const_data_ptr(), call.x.const_data_ptr(), y.mutable_data_ptr(),
+             begin, end);
+    });
   }
-  const at::Tensor layout = need_grad_x ? grad_x : dct_dense(x);
-  const at::Tensor xd = dct_in_layout(x, layout);
-  const at::Tensor gd = dct_in_layout(grad_out, layout);
-  const DctProblem p = make_problem(layout, coeffs, channel_dim, lo, hi, odd, clamp);
-  const c10::ScalarType compute = dct_compute_type(x);
-  const at::Tensor table = kernel_table(dct_slope_table(coeffs, compute, odd, p.scale), p);
-  const at::TensorOptions compute_options = coeffs.options().dtype(compute);
-  const at::Tensor partials = need_grad_coeffs
-                                  ? at::empty({p.num_pieces, p.num_coeffs, p.channels}, compute_options)
-                                  : at::Tensor();
-  const int64_t tasks = p.lanes_are_channels
-                            ? p.num_pieces * ceil_div(p.channels, p.channel_block)
-                            : p.channels * p.num_pieces;
-  const int64_t lanes = compute == at::kDouble ? kDctLanesDouble : kDctLanesFloat;
-  DctBackwardTasks* kernel = dct_backward_tasks_for_this_cpu();
-  const c10::ScalarType dtype = x.scalar_type();
-  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<double> scratch(scratch_size(p, lanes));  // room for either type
-    kernel(dtype, p, table.const_data_ptr(), gd.const_data_ptr(), xd.const_data_ptr(),
-           need_grad_x ? grad_x.mutable_data_ptr() : nullptr,
-           need_grad_coeffs ? partials.mutable_data_ptr() : nullptr, scratch.data(), begin, end);
-  });
-  if (!need_grad_coeffs) return {grad_x, at::empty({0}, coeffs.options())};
-  at::Tensor grad_coeffs = at::empty({p.channels, p.num_coeffs}, compute_options);
-  if (compute == at::kDouble) {
-    sum_partials(partials.const_data_ptr<double>(), p, grad_coeffs.mutable_data_ptr<double>());
-  } else {
-    sum_partials(partials.const_data_ptr<float>(), p, grad_coeffs.mutable_data_ptr<float>());
+
+  static at::Tensor backward(const DctCall& call, const at::Tensor& grad_x, bool grad_coeffs) {
+    const DctProblem p = make_problem(call);
+    const at::Tensor table = kernel_table(call.table, p);
+    const at::TensorOptions compute_options = call.table.options();
+    const at::Tensor partials =
+        grad_coeffs ? at::empty({p.num_pieces, p.num_coeffs, p.channels}, compute_options)
+                    : at::Tensor();
+    const int64_t tasks = p.lanes_are_channels
+                              ? p.num_pieces * ceil_div(p.channels, p.channel_block)
+                              : p.channels * p.num_pieces;
+    const int64_t lanes = call.compute == at::kDouble ? kDctLanesDouble : kDctLanesFloat;
+    DctBackwardTasks* kernel = dct_backward_tasks_for_this_cpu();
+    const c10::ScalarType dtype = call.x.scalar_type();
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<double> scratch(scratch_size(p, lanes));  // room for either type
+      kernel(dtype, p, table.const_data_ptr(), call.grad.const_data_ptr(),
+             call.x.const_data_ptr(), grad_x.defined() ? grad_x.mutable_data_ptr() : nullptr,
+             grad_coeffs ? partials.mutable_data_ptr() : nullptr, scratch.data(), begin, end);
+    });
+    if (!grad_coeffs) return {};
+    at::Tensor sums = at::empty({p.channels, p.num_coeffs}, compute_options);
+    if (call.compute == at::kDouble) {
+      sum_partials(partials.const_data_ptr<double>(), p, sums.mutable_data_ptr<double>());
+    } else {
+      sum_partials(partials.const_data_ptr<float>(), p, sums.mutable_data_ptr<float>());
+    }
+    return sums;
   }
-  return {grad_x, grad_coeffs.to(coeffs.scalar_type())};
-}
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastact, CPU, m) {
-  m.impl("dct_activation", &dct_activation_cpu);
-  m.impl("dct_activation_backward", &dct_activation_backward_cpu);
-}
+TORCH_LIBRARY_IMPL(fastact, CPU, m) { register_dct_kernels<CpuDct>(m); }
 
 }  // namespace fastact::cpu

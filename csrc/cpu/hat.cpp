@@ -1,7 +1,7 @@
 // Hat on CPU: ATen glue around the per-instruction-set kernels of hat_kernel.h.
 #include <torch/library.h>
 
-#include "checks.h"
+#include "host/common.h"
 #include "cpu/tensor_iterator.h"
 
 FASTACT_DECLARE_CPU_KERNEL(ElementwiseLoop, hat_forward_loop)

@@ -5,5 +5,6 @@
 #endif
 
 #include "cpu/dct_kernel.h"
-#include "cpu/geometric_kernel.h"
 #include "cpu/hat_kernel.h"
+#include "cpu/layer_kernel.h"
+#include "cpu/sphere_kernel.h"

@@ -1,5 +1,5 @@
-// DCT-basis activation on CUDA: the formulas of fastact/dct.h, tiled as the Triton kernels
-// (fastact/triton/dct.py) are, which the interpreter tests run on CPU.
+// DCT-basis activation on CUDA, the Kernels of csrc/host/dct.h: the formulas of fastact/dct.h,
+// tiled as the Triton kernels (fastact/triton/dct.py) are, which the interpreter tests run.
 //
 // The channel of an element comes from index math on the dense memory of x, viewed as
 // [outer, channels, inner] (dct_channel_view). Forward: elementwise, 16-byte packs when each
@@ -13,12 +13,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <array>
-#include <tuple>
-
 #include "cuda/elementwise.cuh"
-#include "dct_host.h"
 #include "fastact/dct.h"
+#include "host/dct.h"
 
 namespace fastact::cuda {
 namespace {
@@ -296,8 +293,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Enough blocks of kThreads to fill every SM (8 resident each); grid-stride loops do the rest.
 int64_t grid_for(int64_t work) {
   const int64_t max_blocks =
@@ -305,120 +300,101 @@ int64_t grid_for(int64_t work) {
   return std::max<int64_t>(1, std::min<int64_t>(ceil_div(work, kThreads), max_blocks));
 }
 
-// A [channels, K] compute-type table as the kernels read it: [K, channels] (a warp's
-// channels contiguous) when channels are fastest, as is otherwise.
+// A [channels, K] compute-type table as the kernels read it: [K, channels] (a warp's channels
+// contiguous; `table` keeps that copy alive) when channels are fastest, as is otherwise.
 template <typename T>
 Table<T> kernel_table(at::Tensor& table, const DctChannelView& view) {
   const bool channels_fastest = view.channels > 1 && view.inner == 1;
   if (channels_fastest) table = table.t().contiguous();
   return {table.const_data_ptr<T>(), channels_fastest ? 1 : table.stride(0),
-          channels_fastest ? table.stride(0) : 1, int(channels_fastest ? table.size(0) : table.size(1))};
+          channels_fastest ? table.stride(0) : 1,
+          int(channels_fastest ? table.size(0) : table.size(1))};
 }
 
-at::Tensor dct_activation_cuda(const at::Tensor& x, const at::Tensor& coeffs, int64_t channel_dim,
-                               double lo, double hi, bool odd, bool clamp) {
-  check_dct_arguments("dct_activation", x, coeffs, channel_dim, lo, hi);
-  const c10::cuda::OptionalCUDAGuard guard(x.device());
-  at::Tensor y = at::empty_like(x);
-  const int64_t n = y.numel();
-  if (n == 0) return y;
-  const at::Tensor xd = dct_in_layout(x, y);
-  const DctChannelView view = dct_channel_view(y, channel_dim, coeffs.size(0));
-  at::Tensor table = dct_value_table(coeffs, dct_compute_type(x));
-  const double scale = dct_scale(lo, hi), offset = dct_offset(lo, hi);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastact_dct", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const Table<acc_t> t = kernel_table<acc_t>(table, view);
-    const Basis<acc_t> basis{acc_t(scale), acc_t(offset), odd, clamp};
-    const Channels layout{view.inner, view.channels};
-    constexpr int64_t pack = Pack<scalar_t>::size;
-    int64_t lane_step = -1;  // no pack layout
-    if (view.channels == 1 || view.inner % pack == 0) {
-      lane_step = 0;
-    } else if (view.inner == 1 && view.channels % pack == 0) {
-      lane_step = 1;
-    }
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    if (lane_step >= 0 && is_16_byte_aligned(xd) && is_16_byte_aligned(y)) {
-      dct_forward_packs_kernel<scalar_t><<<grid_for(ceil_div(n, pack)), kThreads, 0, stream>>>(
-          xd.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), n, t, layout, lane_step,
-          basis);
-    } else {
-      dct_forward_elements_kernel<scalar_t><<<grid_for(n), kThreads, 0, stream>>>(
-          xd.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), n, t, layout, basis);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  return y;
-}
+struct CudaDct {
+  using DeviceGuard = c10::cuda::OptionalCUDAGuard;
 
-std::tuple<at::Tensor, at::Tensor> dct_activation_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& coeffs, int64_t channel_dim,
-    double lo, double hi, bool odd, bool clamp, std::array<bool, 2> output_mask) {
-  check_dct_arguments("dct_activation_backward", x, coeffs, channel_dim, lo, hi);
-  check_matches("dct_activation_backward", "grad_out", grad_out, "x", x);
-  const c10::cuda::OptionalCUDAGuard guard(x.device());
-  const bool need_grad_x = output_mask[0], need_grad_coeffs = output_mask[1];
-  at::Tensor grad_x = need_grad_x ? at::empty_like(x) : at::empty({0}, x.options());
-  if (x.numel() == 0 || !(need_grad_x || need_grad_coeffs)) {
-    return {grad_x, need_grad_coeffs ? at::zeros(coeffs.sizes(), coeffs.options())
-                                     : at::empty({0}, coeffs.options())};
-  }
-  const at::Tensor layout_like = need_grad_x ? grad_x : dct_dense(x);
-  const at::Tensor xd = dct_in_layout(x, layout_like);
-  const at::Tensor gd = dct_in_layout(grad_out, layout_like);
-  const DctChannelView view = dct_channel_view(layout_like, channel_dim, coeffs.size(0));
-  const c10::ScalarType compute = dct_compute_type(x);
-  const double scale = dct_scale(lo, hi), offset = dct_offset(lo, hi);
-  at::Tensor table = dct_slope_table(coeffs, compute, odd, scale);
-  const int64_t K = coeffs.size(1);
-  const bool channels_fastest = view.channels > 1 && view.inner == 1;
-  const int64_t per_channel = view.outer * view.inner;
-  const int64_t tiles = channels_fastest ? ceil_div(view.outer, kTileRows)
-                                         : ceil_div(per_channel, int64_t(kThreads) * kRunElements);
-  const int64_t blocks =
-      tiles * (channels_fastest ? ceil_div(view.channels, kTileChannels) : view.channels);
-  TORCH_CHECK(blocks < (int64_t(1) << 31), "fastact.dct_activation_backward: x is too large");
-  const at::TensorOptions compute_options = coeffs.options().dtype(compute);
-  at::Tensor partials = need_grad_coeffs ? at::empty({tiles, K, view.channels}, compute_options)
-                                         : at::empty({0}, compute_options);
-  at::Tensor grad_coeffs;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fastact_dct_backward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const Table<acc_t> t = kernel_table<acc_t>(table, view);
-    const Basis<acc_t> basis{acc_t(scale), acc_t(offset), odd, clamp};
-    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-    scalar_t* grad_x_data = need_grad_x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
-    acc_t* partial_data = need_grad_coeffs ? partials.mutable_data_ptr<acc_t>() : nullptr;
-    if (channels_fastest) {
-      dct_backward_rows_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
-          gd.const_data_ptr<scalar_t>(), xd.const_data_ptr<scalar_t>(), grad_x_data, partial_data,
-          t, view.outer, view.channels, tiles, basis, need_grad_x, need_grad_coeffs);
-    } else {
-      dct_backward_runs_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
-          gd.const_data_ptr<scalar_t>(), xd.const_data_ptr<scalar_t>(), grad_x_data, partial_data,
-          t, Channels{view.inner, view.channels}, per_channel, tiles, basis, need_grad_x,
-          need_grad_coeffs);
-    }
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (need_grad_coeffs) {
-      const int64_t width = K * view.channels;
-      at::Tensor sums = at::empty({K, view.channels}, compute_options);
-      dct_sum_pieces_kernel<acc_t><<<grid_for(width), kThreads, 0, stream>>>(
-          partials.const_data_ptr<acc_t>(), sums.mutable_data_ptr<acc_t>(), tiles, width);
+  static void forward(const DctCall& call, const at::Tensor& y) {
+    const int64_t n = y.numel();
+    const DctChannelView& view = call.view;
+    at::Tensor table = call.table;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "fastact_dct", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const Table<acc_t> t = kernel_table<acc_t>(table, view);
+      const Basis<acc_t> basis{acc_t(call.scale), acc_t(call.offset), call.odd, call.clamp};
+      const Channels layout{view.inner, view.channels};
+      constexpr int64_t pack = Pack<scalar_t>::size;
+      int64_t lane_step = -1;  // no pack layout
+      if (view.channels == 1 || view.inner % pack == 0) {
+        lane_step = 0;
+      } else if (view.inner == 1 && view.channels % pack == 0) {
+        lane_step = 1;
+      }
+      const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+      if (lane_step >= 0 && is_16_byte_aligned(call.x) && is_16_byte_aligned(y)) {
+        dct_forward_packs_kernel<scalar_t><<<grid_for(ceil_div(n, pack)), kThreads, 0, stream>>>(
+            call.x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), n, t, layout,
+            lane_step, basis);
+      } else {
+        dct_forward_elements_kernel<scalar_t><<<grid_for(n), kThreads, 0, stream>>>(
+            call.x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), n, t, layout,
+            basis);
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      grad_coeffs = sums.t().contiguous().to(coeffs.scalar_type());
-    }
-  });
-  if (!need_grad_coeffs) grad_coeffs = at::empty({0}, coeffs.options());
-  return {grad_x, grad_coeffs};
-}
+    });
+  }
+
+  static at::Tensor backward(const DctCall& call, const at::Tensor& grad_x, bool grad_coeffs) {
+    const DctChannelView& view = call.view;
+    at::Tensor table = call.table;
+    const int64_t K = table.size(1);
+    const bool channels_fastest = view.channels > 1 && view.inner == 1;
+    const int64_t per_channel = view.outer * view.inner;
+    const int64_t tiles = channels_fastest
+                              ? ceil_div(view.outer, kTileRows)
+                              : ceil_div(per_channel, int64_t(kThreads) * kRunElements);
+    const int64_t blocks =
+        tiles * (channels_fastest ? ceil_div(view.channels, kTileChannels) : view.channels);
+    TORCH_CHECK(blocks < (int64_t(1) << 31), "fastact.dct_activation_backward: x is too large");
+    const at::TensorOptions compute_options = table.options();
+    at::Tensor partials = grad_coeffs ? at::empty({tiles, K, view.channels}, compute_options)
+                                      : at::empty({0}, compute_options);
+    at::Tensor sums;
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, call.x.scalar_type(), "fastact_dct_backward", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          const Table<acc_t> t = kernel_table<acc_t>(table, view);
+          const Basis<acc_t> basis{acc_t(call.scale), acc_t(call.offset), call.odd, call.clamp};
+          const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+          const bool want_grad_x = grad_x.defined();
+          scalar_t* grad_x_data = want_grad_x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
+          acc_t* partial_data = grad_coeffs ? partials.mutable_data_ptr<acc_t>() : nullptr;
+          const scalar_t* grad = call.grad.const_data_ptr<scalar_t>();
+          const scalar_t* x = call.x.const_data_ptr<scalar_t>();
+          if (channels_fastest) {
+            dct_backward_rows_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
+                grad, x, grad_x_data, partial_data, t, view.outer, view.channels, tiles, basis,
+                want_grad_x, grad_coeffs);
+          } else {
+            dct_backward_runs_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
+                grad, x, grad_x_data, partial_data, t, Channels{view.inner, view.channels},
+                per_channel, tiles, basis, want_grad_x, grad_coeffs);
+          }
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          if (grad_coeffs) {
+            const int64_t width = K * view.channels;
+            sums = at::empty({K, view.channels}, compute_options);
+            dct_sum_pieces_kernel<acc_t><<<grid_for(width), kThreads, 0, stream>>>(
+                partials.const_data_ptr<acc_t>(), sums.mutable_data_ptr<acc_t>(), tiles, width);
+            C10_CUDA_KERNEL_LAUNCH_CHECK();
+          }
+        });
+    return grad_coeffs ? sums.t().contiguous() : at::Tensor();
+  }
+};
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastact, CUDA, m) {
-  m.impl("dct_activation", &dct_activation_cuda);
-  m.impl("dct_activation_backward", &dct_activation_backward_cuda);
-}
+TORCH_LIBRARY_IMPL(fastact, CUDA, m) { register_dct_kernels<CudaDct>(m); }
 
 }  // namespace fastact::cuda

@@ -1,7 +1,7 @@
 // Hat on CUDA: the formulas of fastact/hat.h through the elementwise maps of elementwise.cuh.
 #include <torch/library.h>
 
-#include "checks.h"
+#include "host/common.h"
 #include "cuda/elementwise.cuh"
 #include "fastact/hat.h"
 

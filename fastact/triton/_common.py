@@ -1,11 +1,10 @@
 """What the Triton kernels share: launch settings for elementwise work, compute dtypes,
-flat-memory layout helpers, and the compile specs `make check-cuda` compiles ahead of time."""
+flat-memory layout helpers, and the launch itself."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from dataclasses import dataclass, field
 
 import torch
 import triton
@@ -19,17 +18,18 @@ from fastact.triton import INTERPRET
 ELEMENTWISE_BLOCK = 2048
 ELEMENTWISE_WARPS = 8
 
-_TRITON_TYPE = {
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float32: "fp32",
-    torch.float64: "fp64",
-}
+_TRITON_FLOAT = {torch.float32: tl.float32, torch.float64: tl.float64}
+
+
+def torch_compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a kernel computes and keeps partial sums in: float64 for float64 inputs,
+    float32 otherwise (the C++ kernels' compute dtype)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def compute_dtype(dtype: torch.dtype):
-    """The dtype a kernel computes in: float64 for float64 inputs, float32 otherwise."""
-    return tl.float64 if dtype == torch.float64 else tl.float32
+    """torch_compute_dtype as a Triton type: the kernels' ACC."""
+    return _TRITON_FLOAT[torch_compute_dtype(dtype)]
 
 
 def in_layout_of(like: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -51,41 +51,3 @@ def launch(kernel, grid, *args, **kwargs) -> None:
     """kernel[grid](*args, **kwargs), one interpreted launch at a time."""
     with _interpreter_lock:
         kernel[grid](*args, **kwargs)
-
-
-@dataclass(frozen=True)
-class CompileSpec:
-    """One specialisation of a kernel for `make check-cuda` (tools/check_cuda.py) to compile
-    ahead of time: argument name -> Triton type ("*fp32", "i64", "constexpr"), the
-    constexpr values, and whether the PTX must show 128-bit global loads (contiguous
-    access). Pointers and integers are marked 16-divisible, as the JIT does for aligned
-    tensors and sizes at run time."""
-
-    kernel: object
-    signature: dict[str, str]
-    constexprs: dict[str, object] = field(default_factory=dict)
-    num_warps: int = 4
-    vector_loads: bool = True
-
-    @property
-    def name(self) -> str:
-        types = ",".join(t for t in self.signature.values() if t != "constexpr")
-        return f"{self.kernel.__name__}({types})"
-
-
-def elementwise_specs(kernel, pointers: list[str], sizes: list[str]) -> list[CompileSpec]:
-    """The spec of an elementwise kernel for each of the four float dtypes."""
-    specs = []
-    for dtype, ttype in _TRITON_TYPE.items():
-        signature = {p: f"*{ttype}" for p in pointers}
-        signature.update({s: "i64" for s in sizes})
-        signature.update({"BLOCK": "constexpr", "ACC": "constexpr"})
-        specs.append(
-            CompileSpec(
-                kernel,
-                signature,
-                {"BLOCK": ELEMENTWISE_BLOCK, "ACC": compute_dtype(dtype)},
-                ELEMENTWISE_WARPS,
-            )
-        )
-    return specs

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fastact.triton._common import CompileSpec, compute_dtype, in_layout_of, launch
+from fastact.triton._common import compute_dtype, in_layout_of, launch, torch_compute_dtype
 
 SHARED, CHANNELS_FASTEST, RUNS = 0, 1, 2
 
@@ -314,7 +314,7 @@ def _sum_pieces_kernel(partial_ptr, out_ptr, pieces, width, BLOCK: tl.constexpr,
 
 def _channel_view(dense: Tensor, channel_dim: int, rows: int) -> tuple[int, int, int, int]:
     """(LAYOUT, outer, channels, inner) of a dense tensor's memory (see dct_channel_view in
-    csrc/dct_host.h)."""
+    csrc/host/dct.h)."""
     if rows == 1:
         return SHARED, 1, 1, dense.numel()
     inner = dense.stride(channel_dim)
@@ -354,7 +354,7 @@ def dct_activation(x: Tensor, coeffs: Tensor, channel_dim: int, lo: float, hi: f
     if n == 0:
         return y
     layout, _, channels, inner = _channel_view(y, channel_dim, coeffs.shape[0])
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = torch_compute_dtype(x.dtype)
     table, stride_c, stride_j, scale, offset = _tables(coeffs, compute, layout, lo, hi, odd, False)
     launch(_dct_forward_kernel, (triton.cdiv(n, FORWARD_BLOCK),), in_layout_of(y, x), y, table,
            scale, offset, n, inner, channels, stride_c, stride_j, coeffs.shape[1], LAYOUT=layout,
@@ -384,7 +384,7 @@ def dct_activation_backward(grad_out: Tensor, x: Tensor, coeffs: Tensor, channel
     gd = grad_out if grad_out.stride() == xd.stride() else (
         torch.empty_strided(x.shape, xd.stride(), dtype=x.dtype, device=x.device).copy_(grad_out))
     layout, outer, channels, inner = _channel_view(xd, channel_dim, coeffs.shape[0])
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = torch_compute_dtype(x.dtype)
     acc = compute_dtype(x.dtype)
     table, stride_c, stride_j, scale, offset = _tables(coeffs, compute, layout, lo, hi, odd, True)
     num_coeffs = coeffs.shape[1]
@@ -412,58 +412,3 @@ def dct_activation_backward(grad_out: Tensor, x: Tensor, coeffs: Tensor, channel
     launch(_sum_pieces_kernel, (triton.cdiv(width, SUM_BLOCK),), partials, sums, grid[0], width,
            BLOCK=SUM_BLOCK, CHUNK=SUM_CHUNK, ACC=acc)
     return grad_x, sums.view(num_coeffs, channels).t().contiguous().to(coeffs.dtype)
-
-
-def _specs() -> list[CompileSpec]:
-    """What `make check-cuda` compiles: every kernel in the four dtypes for the common
-    configuration (odd basis, periodic), plus the other basis/boundary in float32."""
-    types = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16",
-             torch.float64: "fp64"}
-    specs = []
-    for dtype, ttype in types.items():
-        acc = compute_dtype(dtype)
-        ctype = "fp64" if dtype == torch.float64 else "fp32"
-        variants = [(True, False)] + ([(False, True)] if dtype == torch.float32 else [])
-        for odd, clamp in variants:
-            for layout in (CHANNELS_FASTEST, RUNS, SHARED):
-                specs.append(CompileSpec(
-                    _dct_forward_kernel,
-                    {"x_ptr": f"*{ttype}", "y_ptr": f"*{ttype}", "table_ptr": f"*{ctype}",
-                     "scale_bits": "i64", "offset_bits": "i64", "n": "i64", "inner": "i64", "channels": "i64",
-                     "stride_c": "i64", "stride_j": "i64", "num_coeffs": "i32",
-                     "LAYOUT": "constexpr", "ODD": "constexpr", "CLAMP": "constexpr",
-                     "BLOCK": "constexpr", "ACC": "constexpr"},
-                    {"LAYOUT": layout, "ODD": odd, "CLAMP": clamp, "BLOCK": FORWARD_BLOCK,
-                     "ACC": acc}, FORWARD_WARPS))
-            backward = {"grad_ptr": f"*{ttype}", "x_ptr": f"*{ttype}", "grad_x_ptr": f"*{ttype}",
-                        "partial_ptr": f"*{ctype}", "table_ptr": f"*{ctype}",
-                        "scale_bits": "i64", "offset_bits": "i64"}
-            flags = {"ODD": odd, "CLAMP": clamp, "GRAD_X": True, "GRAD_COEFFS": True, "ACC": acc}
-            specs.append(CompileSpec(
-                _dct_backward_rows_kernel,
-                {**backward, "rows": "i64", "channels": "i64", "stride_c": "i64",
-                 "stride_j": "i64", "num_coeffs": "i32", "ODD": "constexpr", "CLAMP": "constexpr",
-                 "GRAD_X": "constexpr", "GRAD_COEFFS": "constexpr", "ROWS": "constexpr",
-                 "COLUMNS": "constexpr", "ACC": "constexpr"},
-                {**flags, "ROWS": ROW_TILE, "COLUMNS": CHANNEL_TILE}, ROW_WARPS))
-            for layout in (RUNS, SHARED):
-                specs.append(CompileSpec(
-                    _dct_backward_runs_kernel,
-                    {**backward, "per_channel": "i64", "inner": "i64", "channels": "i64",
-                     "stride_c": "i64", "stride_j": "i64", "num_coeffs": "i32",
-                     "LAYOUT": "constexpr", "ODD": "constexpr", "CLAMP": "constexpr",
-                     "GRAD_X": "constexpr", "GRAD_COEFFS": "constexpr", "BLOCK": "constexpr",
-                     "ACC": "constexpr"},
-                    {**flags, "LAYOUT": layout, "BLOCK": RUN_TILE}, RUN_WARPS,
-                    # Runs are gathered by index math (a run may end inside a vector).
-                    vector_loads=layout == SHARED))
-    for ctype, acc in (("fp32", tl.float32), ("fp64", tl.float64)):
-        specs.append(CompileSpec(
-            _sum_pieces_kernel,
-            {"partial_ptr": f"*{ctype}", "out_ptr": f"*{ctype}", "pieces": "i64", "width": "i64",
-             "BLOCK": "constexpr", "CHUNK": "constexpr", "ACC": "constexpr"},
-            {"BLOCK": SUM_BLOCK, "CHUNK": SUM_CHUNK, "ACC": acc}))
-    return specs
-
-
-COMPILE_SPECS = _specs()

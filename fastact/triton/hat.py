@@ -12,7 +12,6 @@ from fastact.triton._common import (
     ELEMENTWISE_WARPS,
     compute_dtype,
     elementwise_grid,
-    elementwise_specs,
     in_layout_of,
     launch,
 )
@@ -75,8 +74,3 @@ def hat_backward_op(grad_out: Tensor, x: Tensor) -> Tensor:
             BLOCK=ELEMENTWISE_BLOCK, ACC=compute_dtype(x.dtype), num_warps=ELEMENTWISE_WARPS,
         )
     return out
-
-
-COMPILE_SPECS = elementwise_specs(_hat_forward_kernel, ["x_ptr", "y_ptr"], ["n"]) + elementwise_specs(
-    _hat_backward_kernel, ["grad_ptr", "x_ptr", "out_ptr"], ["n"]
-)

@@ -17,72 +17,11 @@
 // (dct_point); the forward only their sum (dct_sum, below).
 #pragma once
 
-#include <cmath>
-#include <type_traits>
+#include <utility>
 
-#include "fastact/common.h"
+#include "fastact/primitives.h"
 
 namespace fastact {
-
-// The formulas below are written once for a scalar T (CUDA, Triton's mirror, the CPU backward)
-// and for the CPU kernels' vector packs (cpu/dct_kernel.h), which bring their own overloads of
-// select, mul_add, round_to_integer and magnitude and name their lanes' type as lane_type.
-template <typename T, typename = void>
-struct LaneOf {
-  using type = T;
-};
-template <typename T>
-struct LaneOf<T, std::void_t<typename T::lane_type>> {
-  using type = typename T::lane_type;
-};
-template <typename T>
-using lane_t = typename LaneOf<T>::type;
-
-// condition ? a : b, elementwise for the packs.
-template <typename T>
-FASTACT_HOST_DEVICE T select(bool condition, T a, T b) {
-  return condition ? a : b;
-}
-
-// a * b + c: one fused rounding on CUDA; on the CPU the compiler contracts it to an FMA where
-// the instruction set has one (the avx2 kernels) and leaves two roundings elsewhere. Either
-// way the error analysis above holds.
-template <typename T>
-FASTACT_HOST_DEVICE T mul_add(T a, T b, T c) {
-#if defined(__CUDA_ARCH__)
-  return fma(a, b, c);
-#else
-  return a * b + c;
-#endif
-}
-
-// The integer nearest to v (ties to even); NaN and inf pass through. Where the CPU kernels'
-// instruction set has a vector round instruction (FASTACT_ISA_HAS_ROUND, SSE4.1 on), std::rint
-// compiles to it. Elsewhere, branch-free so that it vectorises: adding and subtracting 2^23 (2^52 for double) rounds away the fraction of any
-// |v| < 2^23, and a larger |v| is an integer already.
-template <typename T>
-FASTACT_HOST_DEVICE T round_to_integer(T v) {
-#if defined(__CUDA_ARCH__)
-  return rint(v);
-#elif defined(FASTACT_ISA_HAS_ROUND)
-  return std::rint(v);
-#else
-  const T big = sizeof(T) == 8 ? T(4503599627370496.0) : T(8388608.0);
-  const T shift = v < T(0) ? -big : big;
-  const T rounded = (v + shift) - shift;
-  return abs_value(v) < big ? rounded : v;
-#endif
-}
-
-// |v| with one bit operation (abs_value's select costs three).
-template <typename T>
-FASTACT_HOST_DEVICE T magnitude(T v) {
-#if defined(__CUDA_ARCH__)
-  return fabs(v);
-#else
-  return std::fabs(v);
-#endif
-}
 
 // sin(pi q) and cos(pi q) for q in [0, 1/4] (|pi q| <= pi/4): polynomials in q^2, near-minimax
 // for the relative error on the interval (weighted least squares iterated towards equal
@@ -139,28 +78,50 @@ struct DctPoint {
   T slope;
 };
 
+// The phase reduction of the top, shared by dct_point and dct_sum: t = m + d with m = rint(t),
+// r = |d| <= 1/2, and sin / cos of pi q, the angle the recurrence steps from:
+//  - odd: the step is 2 pi r; past r = 1/4 (mirrored) q = 1/2 - r keeps it <= pi/2, else q = r;
+//  - all: the step is pi r itself, and q = r / 2 gives sin/cos of half of it.
 template <typename T>
-FASTACT_HOST_DEVICE DctPoint<T> dct_point(T x, T scale, T offset, bool odd, bool clamp) {
-  T t = mul_add(x, scale, offset);
-  const bool inside = (t >= T(0)) & (t <= T(1));  // & not &&: no branch
-  t = clamp ? (t < T(0) ? T(0) : (t > T(1) ? T(1) : t)) : t;  // selects: NaN passes
+struct DctPhase {
+  T parity;                                                  // (-1)^m
+  T sign;                                                    // sign(d), +1 for d = 0
+  decltype(std::declval<T>() > std::declval<T>()) mirrored;  // r > 1/4 (the odd basis only)
+  T s, c;                                                    // sin(pi q), cos(pi q)
+};
+
+// t = x * scale + offset, clamped to [0, 1] when `clamp` (selects: NaN passes).
+template <typename T>
+FASTACT_HOST_DEVICE T dct_clamp(T t) {
+  return select(t < T(0), T(0), select(t > T(1), T(1), t));
+}
+
+template <typename T>
+FASTACT_HOST_DEVICE DctPhase<T> dct_phase(T t, bool odd) {
   const T m = round_to_integer(t);
   const T d = t - m;  // exact (Sterbenz), as are 1/2 - r and r / 2 below
   const T r = magnitude(d);
   const T half_m = m * T(0.5);
-  const bool m_odd = round_to_integer(half_m) != half_m;
-  const T sign_d = d < T(0) ? T(-1) : T(1);
-  // odd: the step is 2 pi r; past r = 1/4 the mirror image q = 1/2 - r keeps it <= pi/2.
-  // all: the step is pi r itself, and q = r / 2 gives sin/cos of half of it.
-  const bool mirrored = odd && r > T(0.25);
-  const T q = odd ? (mirrored ? T(0.5) - r : r) : r * T(0.5);
-  T s, c;
-  sincospi_quarter(q, s, c);
+  DctPhase<T> phase;
+  phase.parity = select(round_to_integer(half_m) != half_m, T(-1), T(1));
+  phase.sign = select(d < T(0), T(-1), T(1));
+  phase.mirrored = r > T(0.25);
+  const T q = odd ? select(phase.mirrored, T(0.5) - r, r) : r * T(0.5);
+  sincospi_quarter(q, phase.s, phase.c);
+  return phase;
+}
+
+template <typename T>
+FASTACT_HOST_DEVICE DctPoint<T> dct_point(T x, T scale, T offset, bool odd, bool clamp) {
+  const T t = mul_add(x, scale, offset);
+  const bool inside = (t >= T(0)) & (t <= T(1));  // & not &&: no branch
+  const DctPhase<T> phase = dct_phase(clamp ? dct_clamp(t) : t, odd);
+  const T s = phase.s, c = phase.c, parity = phase.parity, sign_d = phase.sign;
+  const bool mirrored = odd && phase.mirrored;
 
   DctPoint<T> p;
   p.lambda = T(-4) * s * s;
   p.slope = (clamp && !inside) ? T(0) : T(1);
-  const T parity = m_odd ? T(-1) : T(1);
   if (odd) {
     // cos((2j+1) pi q) starts at (c, D = 0), sin((2j+1) pi q) at (s, D = 2s); mirrored, the two
     // swap roles and alternate in sign. (-1)^(k m) = (-1)^m for odd k.
@@ -201,8 +162,8 @@ FASTACT_HOST_DEVICE void dct_advance(T lambda, T& value, T& difference) {
 // j as in dct_advance):
 //   d_j = d_{j+1} + G_j + lambda b_{j+1},   b_j = b_{j+1} + d_j,   (d_K = b_K = 0)
 //   y = scale * (d_0 + tail * b_1),   G_j = (j odd ? flip : 1) * F_j.
-// The phase is reduced as in dct_point so that lambda = -4 sin^2(pi q), q in [0, 1/4], stays
-// in [-2, 0]: Reinsch's form is accurate there, while the plain three-term form
+// The phase is reduced by dct_phase, as for dct_point, so that lambda = -4 sin^2(pi q),
+// q in [0, 1/4], stays in [-2, 0]: Reinsch's form is accurate there, while the plain three-term form
 // (b_j = F_j + 2 w b_{j+1} - b_{j+2}) loses ~k^2 u near w = +-1 (x at the domain edges and,
 // for the odd basis, its middle): up to 3.6x the tests' bounds (float32, K = 16, measured).
 //  - odd: sum_j F_j cos((2j + 1) theta), theta = pi r, is cos(theta) (b_0 - b_1) for the
@@ -217,24 +178,17 @@ struct DctSum {
 
 template <typename T>
 FASTACT_HOST_DEVICE DctSum<T> dct_sum(T x, T scale, T offset, bool odd, bool clamp) {
-  T t = mul_add(x, scale, offset);
-  if (clamp) t = select(t < T(0), T(0), select(t > T(1), T(1), t));  // selects: NaN passes
-  const T m = round_to_integer(t);
-  const T r = magnitude(t - m);  // exact, as are 1/2 - r and r / 2
-  const T half_m = m * T(0.5);
-  const T parity = select(round_to_integer(half_m) != half_m, T(-1), T(1));  // (-1)^m
-  const auto mirrored = r > T(0.25);  // the odd basis only
-  const T q = odd ? select(mirrored, T(0.5) - r, r) : r * T(0.5);
-  T s, c;
-  sincospi_quarter(q, s, c);
+  const T t = mul_add(x, scale, offset);
+  const DctPhase<T> phase = dct_phase(clamp ? dct_clamp(t) : t, odd);
+  const T s = phase.s, c = phase.c;
   DctSum<T> sum;
   sum.lambda = T(-4) * s * s;
   if (odd) {
-    sum.flip = select(mirrored, T(-1), T(1));
-    sum.scale = parity * select(mirrored, s, c);  // (-1)^(k m) = (-1)^m for odd k
-    sum.tail = select(mirrored, T(2), T(0));
+    sum.flip = select(phase.mirrored, T(-1), T(1));
+    sum.scale = phase.parity * select(phase.mirrored, s, c);  // (-1)^(k m) = (-1)^m for odd k
+    sum.tail = select(phase.mirrored, T(2), T(0));
   } else {
-    sum.flip = parity;
+    sum.flip = phase.parity;
     sum.scale = T(1);
     sum.tail = T(2) * s * s;  // NaN for NaN x, through lambda too
   }
@@ -267,8 +221,5 @@ FASTACT_HOST_DEVICE T dct_value(T x, T scale, T offset, bool odd, bool clamp, in
   dct_sum_step(sum.lambda, coeff(0), d, b);
   return dct_sum_value(sum, d, b1);
 }
-
-// k_j: the frequency of term j, in half periods over the domain.
-FASTACT_HOST_DEVICE int dct_frequency(int j, bool odd) { return odd ? 2 * j + 1 : j; }
 
 }  // namespace fastact

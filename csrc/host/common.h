@@ -1,9 +1,13 @@
-// Argument checks shared by the CPU and CUDA glue. The Python API checks arguments first
-// with friendlier messages; these guard direct calls of torch.ops.fastact.*.
+// What the host glue of every op family shares, on CPU and CUDA alike: argument checks (the
+// Python API checks arguments first with friendlier messages; these guard direct calls of
+// torch.ops.fastact.*), the compute dtype, and the CPU's device guard.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 #include <c10/util/Exception.h>
+
+#include <cstdint>
 
 namespace fastact {
 
@@ -27,5 +31,18 @@ inline void check_matches(const char* op, const char* name, const at::Tensor& t,
               t.sizes(), ") must match ", like_name, " (", like.scalar_type(), ", ",
               like.device(), ", ", like.sizes(), ")");
 }
+
+// The dtype the kernels compute and keep partial sums in: double for double, float otherwise
+// (at::opmath_type of the CUDA kernels, Storage<S>::acc_t of the CPU kernels).
+inline c10::ScalarType compute_dtype(c10::ScalarType dtype) {
+  return dtype == c10::ScalarType::Double ? c10::ScalarType::Double : c10::ScalarType::Float;
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The CPU kernels' DeviceGuard (the families' host headers open one per op): nothing to set.
+struct NoDeviceGuard {
+  explicit NoDeviceGuard(c10::Device) {}
+};
 
 }  // namespace fastact

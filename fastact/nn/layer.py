@@ -1,4 +1,6 @@
-"""Drop-in torch.nn modules for fastact's activations."""
+"""The GmP modules (Chen & Ge 2024): GeometricReLU and GeometricReLUConv2d (fastact/layer.py,
+their angles through fastact/sphere.py), and InputMeanNorm, the input mean normalisation they
+can fold into their bias."""
 
 from __future__ import annotations
 
@@ -7,157 +9,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from fastact import _backend, _checks, geometric
-from fastact import dct as _dct
-from fastact.dct import dct_activation
-from fastact.hat import hat
+from fastact import _backend, _checks, layer, sphere
+from fastact._checks import NotScriptable
 
-__all__ = ["Hat", "DCTActivation", "InputMeanNorm", "GeometricReLU", "GeometricReLUConv2d"]
-
-# The initial coefficients of every ENN activation in the authors' code (the ENN class of
-# github.com/marcmartinezgost/enn), before their 2 / nft scale: the odd DCT-II coefficients of the
-# identity ramp, rounded; close to -8 / (pi k)^2 * nft / 2 but not equal (the 6th by 12%).
-ENN_CONSTANTS = (-207.6068, -23.1526, -8.3292, -4.2629, -2.5883, -1.5147)
-
-# Under torch.fx.symbolic_trace (create_feature_extractor, FX quantisation, ...) each op below
-# becomes one call_function node, run with real tensors later: their argument checks and backend
-# choice cannot run on Proxies, and the backend must be chosen when the graph runs, not traced.
-for _name in ("hat", "dct_activation", "_geometric_relu_forward", "_geometric_relu_conv2d_forward"):
+# The forwards as free functions: one node each in a torch.fx graph (see fastact/nn/__init__.py).
+for _name in ("_geometric_relu_forward", "_geometric_relu_conv2d_forward"):
     torch.fx.wrap(_name)
-
-
-class _NotScriptable:
-    """torch.jit.script calls __prepare_scriptable__ on every submodule before compiling: one clear
-    error there, instead of a TorchScript compiler error from deep inside an op's Python checks."""
-
-    def __prepare_scriptable__(self):
-        _checks.not_scriptable(f"nn.{type(self).__name__}")
-
-
-class Hat(_NotScriptable, nn.Module):
-    """Hat activation, a drop-in for nn.ReLU: max(0, 1 - |x - 1|) elementwise.
-
-    Shape: any; the output has the input's shape, dtype and layout.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:
-        return hat(x)
-
-
-class DCTActivation(_NotScriptable, nn.Module):
-    """DCT-basis activation (ENN), a learnable cosine series per channel:
-    y = sum_j coeffs[c, j] * cos(pi * k_j * (x - lo) / (hi - lo)) (see fastact.dct_activation).
-
-    Args:
-        num_channels: C, the size of x along channel_dim; 1 shares one series between all
-            channels (as nn.PReLU(1)).
-        num_coeffs: K, terms per series (ENN uses 6).
-        channel_dim: the dimension of x indexing channels (1 for [N, C, ...], -1 for [B, T, C]).
-        domain, frequencies, boundary: as fastact.dct_activation.
-        init: "identity" (f(x) ~ x on the domain, the ENN initialisation), "relu"
-            (f ~ relu), "zeros", or a tensor of shape [num_channels, num_coeffs] or
-            [num_coeffs]. "identity" and "relu" are the float64 least-squares fit of the
-            target by the K basis functions on a fine uniform grid over the domain. The odd
-            basis is odd about the middle of the domain, so with frequencies="odd" the "relu"
-            fit is relu's odd part there (x / 2 on (-1, 1)): use frequencies="all".
-
-    Parameter: coeffs, [num_channels, num_coeffs].
-    """
-
-    def __init__(self, num_channels: int, num_coeffs: int = 6, *, channel_dim: int = 1,
-                 domain: tuple[float, float] = (-1.0, 1.0), frequencies: str = "odd",
-                 boundary: str = "periodic", init="identity", device=None, dtype=None):
-        super().__init__()
-        for name, value in (("num_channels", num_channels), ("num_coeffs", num_coeffs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"fastact.nn.DCTActivation: {name} must be a positive int, "
-                                 f"got {value!r}")
-        if isinstance(channel_dim, bool) or not isinstance(channel_dim, int):
-            raise TypeError(f"fastact.nn.DCTActivation: channel_dim must be an int, got "
-                            f"{channel_dim!r}")
-        _dct._choice("frequencies", frequencies, _dct.FREQUENCIES)
-        _dct._choice("boundary", boundary, _dct.BOUNDARIES)
-        if isinstance(init, Tensor):
-            if init.shape not in ((num_channels, num_coeffs), (num_coeffs,)):
-                raise ValueError(f"fastact.nn.DCTActivation: an init tensor must have shape "
-                                 f"[{num_channels}, {num_coeffs}] or [{num_coeffs}], got "
-                                 f"{tuple(init.shape)}")
-            init = init.detach().clone()
-        elif init not in ("identity", "relu", "zeros"):
-            raise ValueError(f"fastact.nn.DCTActivation: init must be 'identity', 'relu', "
-                             f"'zeros' or a tensor, got {init!r}")
-        self.num_channels = num_channels
-        self.num_coeffs = num_coeffs
-        self.channel_dim = channel_dim
-        self.domain = _dct._domain(domain)
-        self.frequencies = frequencies
-        self.boundary = boundary
-        self.init = init
-        self.coeffs = nn.Parameter(torch.empty(num_channels, num_coeffs, device=device,
-                                               dtype=dtype))
-        self.reset_parameters()
-
-    @classmethod
-    def enn(cls, num_channels: int, nft: int = 512, *, channel_dim: int = 1, device=None,
-            dtype=None) -> "DCTActivation":
-        """The ENN authors' activation, as their code (the `ENN` class of Martinez-Gost et al.)
-        computes it: sum_q F_q cos(pi (2q - 1) (2 zbar - 1) / (2 nft)), zbar = nft (z + 1) / 2,
-        which is this module with six odd frequencies on the domain (-1 + 1/nft, 1 + 1/nft),
-        periodic, every channel starting from their constants
-        (2 / nft) * [-207.6068, -23.1526, -8.3292, -4.2629, -2.5883, -1.5147] (close to the
-        identity for nft = 512), computed in float32 as theirs are.
-
-        Their hidden layer is DCTActivation.enn(hidden, channel_dim=-1) on [batch, hidden] (1
-        and -1 are the same dimension there); their output layer shares one series between the
-        outputs: DCTActivation.enn(1).
-        """
-        if isinstance(nft, bool) or not isinstance(nft, int) or nft < 1:
-            raise ValueError(f"fastact.nn.DCTActivation.enn: nft must be a positive int, got "
-                             f"{nft!r}")
-        init = (2 / nft) * torch.tensor(ENN_CONSTANTS, dtype=torch.float32)
-        return cls(num_channels, len(ENN_CONSTANTS), channel_dim=channel_dim,
-                   domain=(-1 + 1 / nft, 1 + 1 / nft), frequencies="odd", boundary="periodic",
-                   init=init, device=device, dtype=dtype)
-
-    def initial_coeffs(self) -> Tensor:
-        """The coefficients `init` gives, [num_coeffs] or [num_channels, num_coeffs] (float64
-        for "identity" and "relu", the init tensor's dtype for a tensor)."""
-        if isinstance(self.init, Tensor):
-            return self.init
-        if self.init == "zeros":
-            return torch.zeros(self.num_coeffs, dtype=torch.float64)
-        return fit_coeffs(torch.relu if self.init == "relu" else (lambda x: x), self.num_coeffs,
-                          domain=self.domain, frequencies=self.frequencies)
-
-    def reset_parameters(self) -> None:
-        """Sets coeffs from `init` again."""
-        with torch.no_grad():
-            self.coeffs.copy_(self.initial_coeffs().to(self.coeffs.dtype).expand_as(self.coeffs))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return dct_activation(x, self.coeffs, channel_dim=self.channel_dim, domain=self.domain,
-                              frequencies=self.frequencies, boundary=self.boundary)
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_channels}, num_coeffs={self.num_coeffs}, "
-                f"channel_dim={self.channel_dim}, domain={self.domain}, "
-                f"frequencies={self.frequencies!r}, boundary={self.boundary!r}")
-
-
-def fit_coeffs(target, num_coeffs: int, *, domain: tuple[float, float] = (-1.0, 1.0),
-               frequencies: str = "odd", samples: int = 8192) -> Tensor:
-    """The K coefficients (float64, [K]) of the least-squares fit of target(x) by the basis
-    cos(pi k_j t), t = (x - lo) / (hi - lo), on `samples` midpoints of the domain. On midpoints
-    the basis is orthogonal (DCT-II), so this is the projection of the target: for the identity
-    on (-1, 1) and the odd basis, F_j = -8 / (pi k_j)^2."""
-    lo, hi = _dct._domain(domain)
-    t = (torch.arange(samples, dtype=torch.float64) + 0.5) / samples
-    k = torch.arange(num_coeffs, dtype=torch.float64)
-    if frequencies == "odd":
-        k = 2 * k + 1
-    basis = torch.cos(math.pi * k * t[:, None])
-    values = target(lo + (hi - lo) * t)
-    return torch.linalg.lstsq(basis, values[:, None]).solution[:, 0]
 
 
 def _running_mean_update(x: Tensor, running_mean: Tensor, momentum: float, training: bool,
@@ -179,7 +36,7 @@ def _check_momentum(momentum) -> float:
     return float(momentum)
 
 
-class InputMeanNorm(_NotScriptable, nn.Module):
+class InputMeanNorm(NotScriptable, nn.Module):
     """Input mean normalisation (IMN, Chen & Ge 2024): mean-only batch normalisation,
     y = x - mu with mu the mean per feature over every other dimension (batch mean in training,
     with gradients through it, and a running mean with `momentum` in eval).
@@ -215,7 +72,7 @@ def _init_from_weight(module: nn.Module, weight: Tensor) -> None:
     least float32 (so that 16-bit modules get correctly rounded angles)."""
     compute = torch.promote_types(weight.dtype, torch.float32)
     with torch.no_grad():
-        radius, theta = geometric.cartesian_to_spherical(weight.to(compute))
+        radius, theta = sphere.cartesian_to_spherical(weight.to(compute))
         module.theta.copy_(theta)
         module.radius.copy_(radius)
 
@@ -263,14 +120,14 @@ def _check_radius(module: nn.Module, what: str) -> None:
                          "followed by a ReLU computes")
 
 
-def _unfold(module: nn.Module, layer: nn.Module, channel_dim: int) -> nn.Sequential:
-    """nn.Sequential([InputMeanNorm,] layer, nn.ReLU) with the layer's weight radius * u and bias
-    radius * lambda: the same function as the GmP `module`, in the same mode."""
+def _unfold(module: nn.Module, plain: nn.Module, channel_dim: int) -> nn.Sequential:
+    """nn.Sequential([InputMeanNorm,] plain, nn.ReLU) with the plain layer's weight radius * u
+    and bias radius * lambda: the same function as the GmP `module`, in the same mode."""
     with torch.no_grad():
-        layer.weight.copy_(module.weight)
+        plain.weight.copy_(module.weight)
         if module.bias is not None:
-            layer.bias.copy_(module.radius * module.bias)
-    layers = [layer, nn.ReLU()]
+            plain.bias.copy_(module.radius * module.bias)
+    layers = [plain, nn.ReLU()]
     if module.input_mean_norm:
         norm = InputMeanNorm(module.running_mean.shape[0], momentum=module.momentum,
                              channel_dim=channel_dim, device=module.running_mean.device,
@@ -289,15 +146,15 @@ def _geometric_relu_forward(x: Tensor, theta: Tensor, radius: Tensor, bias: Tens
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(f"fastact.nn.{op}: expected input [..., {in_features}], got shape "
                          f"{tuple(x.shape)}")
-    geometric._check_parameters(op, x, theta, radius, bias, in_features)
+    layer.check_parameters(op, x, theta, radius, bias, in_features)
     mean = None
     if running_mean is not None:
         mean = _running_mean_update(x, running_mean, momentum, training, -1)
     backend = _backend.select("geometric_relu", x.device)
-    return geometric._geometric_relu(backend, x, theta, radius, bias, mean)
+    return layer.linear(backend, x, theta, radius, bias, mean)
 
 
-class GeometricReLU(_NotScriptable, nn.Module):
+class GeometricReLU(NotScriptable, nn.Module):
     """A linear layer followed by ReLU in geometric parameterisation (GmP, Chen & Ge 2024):
     z = radius * relu(x @ u(theta).T + bias), u(theta) = spherical_to_cartesian(theta).
 
@@ -367,7 +224,7 @@ class GeometricReLU(_NotScriptable, nn.Module):
     @property
     def weight(self) -> Tensor:
         """The effective weight radius[:, None] * u(theta), [out, in] (computed; read-only)."""
-        return self.radius.unsqueeze(1) * geometric.spherical_to_cartesian(self.theta)
+        return self.radius.unsqueeze(1) * sphere.spherical_to_cartesian(self.theta)
 
     def forward(self, x: Tensor) -> Tensor:
         return _geometric_relu_forward(x, self.theta, self.radius, self.bias, self.running_mean,
@@ -394,16 +251,16 @@ def _geometric_relu_conv2d_forward(x: Tensor, theta: Tensor, radius: Tensor, bia
     if x.dim() not in (3, 4) or x.shape[-3] != in_channels:
         raise ValueError(f"fastact.nn.{op}: expected input [N, {in_channels}, H, W] or "
                          f"[{in_channels}, H, W], got shape {tuple(x.shape)}")
-    geometric._check_parameters(op, x, theta, radius, bias, theta.shape[1] + 1)
+    layer.check_parameters(op, x, theta, radius, bias, theta.shape[1] + 1)
     mean = None
     if running_mean is not None:
         mean = _running_mean_update(x, running_mean, momentum, training, -3)
     backend = _backend.select("geometric_relu_conv2d", x.device)
-    return geometric._geometric_relu_conv2d(backend, x, theta, radius, bias, kernel_size, stride,
-                                            padding, dilation, groups, mean)
+    return layer.conv2d(backend, x, theta, radius, bias, kernel_size, stride, padding, dilation,
+                        groups, mean)
 
 
-class GeometricReLUConv2d(_NotScriptable, nn.Module):
+class GeometricReLUConv2d(NotScriptable, nn.Module):
     """nn.Conv2d followed by ReLU in geometric parameterisation: z = radius * relu(conv2d(x, U)
     + bias) with the filters U = spherical_to_cartesian(theta).view(out, in/groups, kh, kw).
 
@@ -424,10 +281,10 @@ class GeometricReLUConv2d(_NotScriptable, nn.Module):
                  *, init: str = "default", momentum: float = 0.1, device=None, dtype=None):
         super().__init__()
         op = "nn.GeometricReLUConv2d"
-        self.kernel_size = geometric._pair(op, "kernel_size", kernel_size, 1)
-        self.stride = geometric._pair(op, "stride", stride, 1)
-        self.dilation = geometric._pair(op, "dilation", dilation, 1)
-        self.padding = geometric.conv2d_padding(op, padding, self.kernel_size, self.stride,
+        self.kernel_size = layer.pair(op, "kernel_size", kernel_size, 1)
+        self.stride = layer.pair(op, "stride", stride, 1)
+        self.dilation = layer.pair(op, "dilation", dilation, 1)
+        self.padding = layer.conv2d_padding(op, padding, self.kernel_size, self.stride,
                                                 self.dilation)
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"fastact.{op}: in_channels ({in_channels}) and out_channels "
@@ -492,7 +349,7 @@ class GeometricReLUConv2d(_NotScriptable, nn.Module):
     @property
     def weight(self) -> Tensor:
         """The effective filters radius * U, [out, in/groups, kh, kw] (computed; read-only)."""
-        u = geometric.spherical_to_cartesian(self.theta).view(self._filter_shape())
+        u = sphere.spherical_to_cartesian(self.theta).view(self._filter_shape())
         return self.radius.view(-1, 1, 1, 1) * u
 
     def forward(self, x: Tensor) -> Tensor:

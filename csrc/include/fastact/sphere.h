@@ -1,7 +1,7 @@
-// Geometric parameterisation (GmP) of ReLU units (Chen & Ge, arXiv 2305.15912):
-//   z = radius * relu(u(theta) . x + bias),
-// u(theta) on the unit sphere in hyperspherical coordinates. The formulas shared by the CPU and
-// CUDA kernels; the kernels supply the loops (scans along a row, maps over a layer's output).
+// The hyperspherical maps of the geometric parameterisation (GmP) of ReLU units (Chen & Ge,
+// arXiv 2305.15912; the layer is fastact/layer.h): u(theta) on the unit sphere in
+// hyperspherical coordinates, and back. The formulas shared by the CPU and CUDA kernels; the
+// kernels supply the loops (scans along a row).
 //
 // Indices are 0-based: theta has n - 1 angles, u has n coordinates, s_k = sin(theta_k),
 // c_k = cos(theta_k), and P_k = prod_{j<k} s_j (P_0 = 1).
@@ -15,17 +15,14 @@
 namespace fastact {
 
 // ---- spherical_to_cartesian ----------------------------------------------------------------
-// u_k = P_k * c_k for k < n - 1 and u_{n-1} = P_{n-1}: the last coordinate has cosine factor 1.
-template <typename T>
-FASTACT_HOST_DEVICE T spherical_cosine_factor(T c, bool last) {
-  return last ? T(1) : c;
-}
-
-// Backward, with g = dL/du: the reverse scan S_{n-1} = g_{n-1}, S_k = g_k c'_k + s_k S_{k+1}
-// (c'_k the cosine factor above), then dL/dtheta_k = P_k (c_k S_{k+1} - g_k s_k). Products and
-// sums only, never a division, so an angle with s_j = 0 gives every later angle an exact zero
-// gradient. The kernels scan S from the right and P from the left, so the gradient is split
-// into the factor known in the reverse scan and the prefix product applied after.
+// u_k = P_k c'_k with the cosine factor c'_k = c_k for k < n - 1 and c'_{n-1} = 1 (the last
+// coordinate is P_{n-1}).
+//
+// Backward, with g = dL/du: the reverse scan S_{n-1} = g_{n-1}, S_k = g_k c'_k + s_k S_{k+1},
+// then dL/dtheta_k = P_k (c_k S_{k+1} - g_k s_k). Products and sums only, never a division,
+// so an angle with s_j = 0 gives every later angle an exact zero gradient. The kernels scan S
+// from the right and P from the left, so the gradient is split into the factor known in the
+// reverse scan and the prefix product applied after.
 // (By reference: the CPU kernels call them with vectors of lanes.)
 template <typename T>
 FASTACT_HOST_DEVICE T spherical_suffix_step(const T& g, const T& cosine_factor, const T& s,
@@ -158,29 +155,6 @@ FASTACT_HOST_DEVICE void cartesian_to_spherical_backward_row(int64_t n, Load loa
     store(j, wj * radial + scale * (wj * prefix_sum + diagonal));
     if (j < n - 2) prefix_sum += cartesian_prefix_term(grad_angle(j), wj, tails[j], tails[j + 1]);
   }
-}
-
-// ---- the layer: z = radius * relu(pre + bias), pre = x . u ---------------------------------
-// relu as torch.relu: NaN passes through; the unit is active where pre + bias > 0 (relu'(0) = 0).
-template <typename T>
-FASTACT_HOST_DEVICE T geometric_relu_output(T radius, T pre_with_bias) {
-  return radius * (pre_with_bias <= T(0) ? T(0) : pre_with_bias);
-}
-
-template <typename T>
-FASTACT_HOST_DEVICE bool geometric_relu_active(T pre_with_bias) {
-  return pre_with_bias > T(0);
-}
-
-// Backward. The forward saves only the activity mask m (one bit per output). With the masked
-// gradient g' = m * dL/dz (a select, as relu's backward, so NaN/inf gradients of inactive units
-// give 0) and G' = g'^T x (the matmul):
-//   dL/dpre = radius * g',  dL/du_c = radius_c * G'_c,  dL/dbias_c = radius_c * sum g'_c,
-//   dL/dradius_c = sum g'_c (pre + bias)_c = G'_c . u_c + bias_c * sum g'_c,
-// the last because pre is linear in u: division-free and exact for every radius, 0 included.
-template <typename T>
-FASTACT_HOST_DEVICE T geometric_relu_masked_grad(T grad, bool active) {
-  return active ? grad : T(0);
 }
 
 }  // namespace fastact

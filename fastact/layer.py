@@ -1,16 +1,14 @@
-"""Geometric parameterisation (GmP) of ReLU units (Chen & Ge, arXiv 2305.15912):
-z = radius * relu(u(theta) . x + bias), with u(theta) on the unit sphere in hyperspherical
-coordinates.
+"""The GmP layer (Chen & Ge, arXiv 2305.15912): z = radius * relu(u(theta) . x + bias) with the
+directions u(theta) = spherical_to_cartesian(theta) on the unit sphere (fastact/sphere.py).
 
-The ops are `fastact::<op>` (C++, csrc/) and `fastact_triton::<op>` (fastact/triton/geometric.py):
-  spherical_to_cartesian(theta) -> u          and its backward
-  cartesian_to_spherical(w) -> (radius, theta) and its backward
+The ops are `fastact::<op>` (C++, csrc/) and `fastact_triton::<op>` (fastact/triton/layer.py):
   geometric_relu_linear(x, u, radius, bias) -> (z, mask)       and its backward
   geometric_relu_conv2d(x, u, radius, bias, ...) -> (z, mask)  and its backward
-The layer ops take the directions u (so that a module computes them once, also for the input
-mean fold) and return the activity mask, one bit per output, which is all their backward saves
-besides x and u. This module checks arguments, picks the backend, and registers the fake kernels
-and autograd of both namespaces; the backward ops are not differentiable again.
+They take the directions u (so that a module computes them once, also for the input mean fold)
+and return the activity mask, one bit per output, which is all their backward saves besides x
+and u. This module checks arguments, picks the backend, and registers the fake kernels, autograd
+and autocast of both namespaces; the backward ops are not differentiable again. The modules
+(fastact.nn) use its public helpers: check_parameters, linear, conv2d, pair, conv2d_padding.
 """
 
 from __future__ import annotations
@@ -21,54 +19,13 @@ import torch
 from torch import Tensor
 
 from fastact import _backend, _checks, _extension, reference
+from fastact import sphere  # noqa: F401  (the directions' ops and their autograd)
 from fastact import triton as _triton
 
 if _triton.AVAILABLE:
-    from fastact.triton import geometric as _triton_geometric  # noqa: F401  (defines the ops)
+    from fastact.triton import layer as _triton_layer  # noqa: F401  (defines the ops)
 
-__all__ = [
-    "spherical_to_cartesian",
-    "cartesian_to_spherical",
-    "geometric_relu",
-    "geometric_relu_conv2d",
-]
-
-
-def spherical_to_cartesian(theta: Tensor) -> Tensor:
-    """Unit vectors from hyperspherical angles: theta [..., n-1] -> u [..., n] with
-    u_1 = cos th_1, u_i = (prod_{j<i} sin th_j) cos th_i, u_n = prod_{j<n} sin th_j.
-
-    The kernels scan each row with products in float64 (|u| = 1 to float32 rounding for rows of
-    thousands of angles); the backward is the division-free reverse scan, exact where some
-    sin th_j = 0 (later angles get gradient 0). Returns a new contiguous tensor of theta's dtype.
-    """
-    _checks.float_tensor("spherical_to_cartesian", "theta", theta)
-    if theta.dim() == 0:
-        raise ValueError("fastact.spherical_to_cartesian: theta must have at least one dimension "
-                         "(the n-1 angles of each row), got a 0-d tensor")
-    backend = _backend.select("spherical_to_cartesian", theta.device)
-    if backend == "reference":
-        return reference.spherical_to_cartesian(theta)
-    return _backend.ops(backend).spherical_to_cartesian(theta)
-
-
-def cartesian_to_spherical(w: Tensor) -> tuple[Tensor, Tensor]:
-    """The exact inverse of spherical_to_cartesian: w [..., n] -> (radius [...], theta [..., n-1])
-    with radius * spherical_to_cartesian(theta) == w to rounding, for every w (n >= 2).
-
-    radius = |w|; theta_k = atan2(|w_{k+1:}|, w_k) in [0, pi]; the last angle
-    atan2(w_n, w_{n-1}) in (-pi, pi] keeps the sign of w_n. Where an angle is not unique (its
-    coordinates w_{k:} are all zero: a zero row, trailing zeros) it is 0. Differentiable; where
-    the map is not (those same points) the undefined terms of the gradient are 0.
-    """
-    _checks.float_tensor("cartesian_to_spherical", "w", w)
-    if w.dim() == 0 or w.shape[-1] < 2:
-        raise ValueError("fastact.cartesian_to_spherical: w must have at least 2 coordinates in "
-                         f"its last dimension, got shape {tuple(w.shape)}")
-    backend = _backend.select("cartesian_to_spherical", w.device)
-    if backend == "reference":
-        return reference.cartesian_to_spherical(w)
-    return _backend.ops(backend).cartesian_to_spherical(w)
+__all__ = ["geometric_relu", "geometric_relu_conv2d"]
 
 
 def _autocast_dtype(x: Tensor):
@@ -83,10 +40,11 @@ def _autocast_dtype(x: Tensor):
     return torch.get_autocast_dtype(device_type)
 
 
-def _check_parameters(op: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
-                      fan_in: int) -> None:
-    """theta [out, fan_in - 1], radius [out], bias None or [out], all of x's dtype (theta's
-    under autocast, which casts them all) and device."""
+def check_parameters(op: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
+                     fan_in: int) -> None:
+    """Checks the parameters of the GmP layer `op` for the input x (errors name `op` and the
+    argument): theta [out, fan_in - 1], radius [out], bias None or [out], all of x's dtype
+    (theta's under autocast, which casts them all) and device."""
     for name, value in (("x", x), ("theta", theta), ("radius", radius), ("bias", bias)):
         if value is not None or name != "bias":
             _checks.float_tensor(op, name, value)
@@ -122,13 +80,14 @@ def geometric_relu(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None
     _checks.float_tensor("geometric_relu", "x", x)
     if x.dim() == 0:
         raise ValueError("fastact.geometric_relu: x must have at least one dimension [..., in]")
-    _check_parameters("geometric_relu", x, theta, radius, bias, x.shape[-1])
-    return _geometric_relu(_backend.select("geometric_relu", x.device), x, theta, radius, bias)
+    check_parameters("geometric_relu", x, theta, radius, bias, x.shape[-1])
+    return linear(_backend.select("geometric_relu", x.device), x, theta, radius, bias)
 
 
-def _geometric_relu(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
-                    input_mean: Tensor | None = None) -> Tensor:
-    """The layer on `backend`, on x - input_mean when given: folded into the bias,
+def linear(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
+           input_mean: Tensor | None = None) -> Tensor:
+    """geometric_relu on `backend` (one of _backend.select's answers), arguments checked by the
+    caller (check_parameters), on x - input_mean when given: folded into the bias,
     (x - mu) u^T + b = x u^T + (b - u mu), so x - mu is never formed."""
     amp = _autocast_dtype(x)
     if backend == "reference":
@@ -145,12 +104,13 @@ def _geometric_relu(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias
     return ops.geometric_relu_linear(x, u, radius, bias)[0]
 
 
-def _pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= minimum for v in pair):
+def pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
+    """value as a pair of ints >= minimum (an int is repeated), or a ValueError naming `name`."""
+    values = (value, value) if isinstance(value, int) else tuple(value)
+    if len(values) != 2 or not all(isinstance(v, int) and v >= minimum for v in values):
         raise ValueError(f"fastact.{op}: {name} must be an int >= {minimum} or a pair of them, "
                          f"got {value!r}")
-    return pair
+    return values
 
 
 def conv2d_padding(op: str, padding, kernel_size, stride, dilation) -> tuple[int, int]:
@@ -164,7 +124,7 @@ def conv2d_padding(op: str, padding, kernel_size, stride, dilation) -> tuple[int
                              "kernel extent (symmetric zero padding), got "
                              f"kernel_size={kernel_size}, stride={stride}, dilation={dilation}")
         return (extents[0] // 2, extents[1] // 2)
-    return _pair(op, "padding", padding, 0)
+    return pair(op, "padding", padding, 0)
 
 
 def geometric_relu_conv2d(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None = None, *,
@@ -178,9 +138,9 @@ def geometric_relu_conv2d(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor
     """
     op = "geometric_relu_conv2d"
     _checks.float_tensor(op, "x", x)
-    kernel_size = _pair(op, "kernel_size", kernel_size, 1)
-    stride = _pair(op, "stride", stride, 1)
-    dilation = _pair(op, "dilation", dilation, 1)
+    kernel_size = pair(op, "kernel_size", kernel_size, 1)
+    stride = pair(op, "stride", stride, 1)
+    dilation = pair(op, "dilation", dilation, 1)
     padding = conv2d_padding(op, padding, kernel_size, stride, dilation)
     if not isinstance(groups, int) or groups < 1:
         raise ValueError(f"fastact.{op}: groups must be a positive int, got {groups!r}")
@@ -192,20 +152,21 @@ def geometric_relu_conv2d(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor
         raise ValueError(f"fastact.{op}: x has {channels} channels, not divisible by "
                          f"groups={groups}")
     fan_in = channels // groups * kernel_size[0] * kernel_size[1]
-    _check_parameters(op, x, theta, radius, bias, fan_in)
+    check_parameters(op, x, theta, radius, bias, fan_in)
     if theta.shape[0] % groups:
         raise ValueError(f"fastact.{op}: {theta.shape[0]} output channels (rows of theta) are not "
                          f"divisible by groups={groups}")
     backend = _backend.select(op, x.device)
-    return _geometric_relu_conv2d(backend, x, theta, radius, bias, kernel_size, stride, padding,
-                                  dilation, groups)
+    return conv2d(backend, x, theta, radius, bias, kernel_size, stride, padding, dilation,
+                  groups)
 
 
-def _geometric_relu_conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tensor,
-                           bias: Tensor | None, kernel_size, stride, padding, dilation, groups,
-                           input_mean: Tensor | None = None) -> Tensor:
-    """The conv layer on `backend`, on x - input_mean (per channel) when given, folded into a
-    bias as geometric_relu does; with zero padding the fold is exact at the borders too."""
+def conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
+           kernel_size, stride, padding, dilation, groups,
+           input_mean: Tensor | None = None) -> Tensor:
+    """geometric_relu_conv2d on `backend`, arguments checked by the caller (check_parameters;
+    kernel_size, stride, padding, dilation as pairs), on x - input_mean (per channel) when given,
+    folded into a bias as in linear; with zero padding the fold is exact at the borders too."""
     unbatched = x.dim() == 3
     if unbatched:
         x = x.unsqueeze(0)
@@ -249,7 +210,7 @@ def _fold_input_mean(x, u, bias, mean, stride, padding, dilation, groups):
     return folded if bias is None else bias + folded
 
 
-# ---- fake kernels and autograd, for both namespaces ---------------------------------------------
+# ---- fake kernels, autograd and autocast, for both namespaces -----------------------------------
 
 def _conv2d_output_shape(x, u, stride, padding, dilation):
     return [x.shape[0], u.shape[0]] + [
@@ -259,7 +220,7 @@ def _conv2d_output_shape(x, u, stride, padding, dilation):
 
 
 def _conv2d_memory_format(x):
-    """csrc/geometric_layer.h: conv_output_format."""
+    """csrc/host/layer.h: conv_output_format."""
     return (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
             and not x.is_contiguous() else torch.contiguous_format)
 
@@ -268,40 +229,8 @@ def _mask_like(x, rows, cols):
     return x.new_empty((rows, (cols + 31) // 32), dtype=torch.int32)
 
 
-def _double_backward(name):
-    def backward(ctx, *grads):
-        raise RuntimeError(f"fastact.{name}: the backward op is not differentiable (double "
-                           "backward is not supported)")
-    return backward
-
-
-def _save_inputs(ctx, inputs, output):
-    ctx.save_for_backward(*[t if isinstance(t, Tensor) else None for t in inputs])
-
-
 def _register(namespace: str) -> None:
     ops = getattr(torch.ops, namespace)
-    lib = f"{namespace}::"
-
-    def fake_spherical_to_cartesian(theta):
-        return theta.new_empty((*theta.shape[:-1], theta.shape[-1] + 1))
-
-    def fake_spherical_to_cartesian_backward(grad_u, theta):
-        return theta.new_empty(theta.shape)
-
-    def spherical_to_cartesian_grad(ctx, grad_u):
-        (theta,) = ctx.saved_tensors
-        return ops.spherical_to_cartesian_backward(grad_u, theta)
-
-    def fake_cartesian_to_spherical(w):
-        return w.new_empty(w.shape[:-1]), w.new_empty((*w.shape[:-1], w.shape[-1] - 1))
-
-    def fake_cartesian_to_spherical_backward(grad_radius, grad_theta, w):
-        return w.new_empty(w.shape)
-
-    def cartesian_to_spherical_grad(ctx, grad_radius, grad_theta):
-        (w,) = ctx.saved_tensors
-        return ops.cartesian_to_spherical_backward(grad_radius, grad_theta, w)
 
     def fake_linear(x, u, radius, bias):
         rows = math.prod(x.shape[:-1])
@@ -350,20 +279,19 @@ def _register(namespace: str) -> None:
                 grad_bias if bias is not None else None, None, None, None, None)
 
     for name, fake, grad, setup in [
-        ("spherical_to_cartesian", fake_spherical_to_cartesian, spherical_to_cartesian_grad,
-         _save_inputs),
-        ("spherical_to_cartesian_backward", fake_spherical_to_cartesian_backward, None, None),
-        ("cartesian_to_spherical", fake_cartesian_to_spherical, cartesian_to_spherical_grad,
-         _save_inputs),
-        ("cartesian_to_spherical_backward", fake_cartesian_to_spherical_backward, None, None),
         ("geometric_relu_linear", fake_linear, linear_grad, save_linear),
-        ("geometric_relu_linear_backward", fake_linear_backward, None, None),
         ("geometric_relu_conv2d", fake_conv2d, conv2d_grad, save_conv2d),
-        ("geometric_relu_conv2d_backward", fake_conv2d_backward, None, None),
     ]:
-        torch.library.register_fake(lib + name, fake)
-        torch.library.register_autograd(lib + name, grad or _double_backward(name),
-                                        setup_context=setup or (lambda ctx, inputs, output: None))
+        torch.library.register_fake(f"{namespace}::{name}", fake)
+        torch.library.register_autograd(f"{namespace}::{name}", grad, setup_context=setup)
+    for name, fake in [
+        ("geometric_relu_linear_backward", fake_linear_backward),
+        ("geometric_relu_conv2d_backward", fake_conv2d_backward),
+    ]:
+        torch.library.register_fake(f"{namespace}::{name}", fake)
+        torch.library.register_autograd(f"{namespace}::{name}",
+                                        _checks.not_differentiable_again(name),
+                                        setup_context=lambda ctx, inputs, output: None)
     for name in ("geometric_relu_linear", "geometric_relu_conv2d"):
         _register_autocast(namespace, name)
 

@@ -1,34 +1,38 @@
-// The GmP layer ops, z = radius * relu(x . u + bias) with the directions u given, composed once
-// for every device: the matmul / convolution on ATen (BLAS, cuBLAS, oneDNN, cuDNN), the
-// elementwise and per-channel work in a device's `Epilogues` (csrc/cpu/geometric.cpp,
-// csrc/cuda/geometric.cu), which provides
+// The GmP layer ops (fastact/layer.h), z = radius * relu(x . u + bias) with the directions u
+// given, composed once for every device: the matmul / convolution on ATen (BLAS, cuBLAS,
+// oneDNN, cuDNN), the argument checks, shapes and allocations here, and the elementwise and
+// per-channel work in a device's `Epilogues` (csrc/cpu/layer.cpp, csrc/cuda/layer.cu), which
+// provides
 //
-//   static at::Tensor forward(at::Tensor& z, const OutputGeometry&, const at::Tensor& radius,
-//                             const std::optional<at::Tensor>& bias)
-//       z = radius * relu(z + bias) in place; returns the activity mask [rows, words] (int32)
-//   static std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Tensor&
-//   mask,
-//                                                      const OutputGeometry&)
+//   using DeviceGuard = ...;   // set for x's device around the whole op
+//   static constexpr int64_t kMaxSumBlocks;   // blocks of rows of the backward's column sums
+//   static void forward(const at::Tensor& z, const OutputGeometry&,
+//                       const at::Tensor& radius_columns, const at::Tensor& bias_columns,
+//                       const at::Tensor& mask)
+//       z = radius * relu(z + bias) in place, and the activity mask [rows, words] (int32), from
+//       radius and bias per output column (per_column)
+//   static void backward(const at::Tensor& grad, const at::Tensor& mask, const OutputGeometry&,
+//                        int64_t rows_per_block, const at::Tensor& grad_masked,
+//                        const at::Tensor& partial)
 //       the masked gradient g' (laid out as grad) and its column sums per block of rows
-//       ([blocks, cols], float, double for double; blocks fixed by the batch size)
-//   static std::tuple<at::Tensor, at::Tensor, at::Tensor> radial(
-//       at::Tensor& grad_u, const at::Tensor& u, const at::Tensor& radius, const at::Tensor&
-//       partial, const OutputGeometry&, const std::optional<at::Tensor>& bias, bool with_weight)
-//       grad_u ([channels, fan_in], G' = g'^T x on entry) scaled in place by radius; returns
-//       (grad_radius, grad_bias, radius * u or undefined) (fastact/geometric.h has the formulas)
+//       ([blocks, cols] in the compute dtype)
+//   static void radial(const RadialTensors&, const OutputGeometry&)
+//       the per-channel step (fastact/layer.h has the formulas)
 //
-// Only the mask is saved for the backward: neither the output nor the pre-activation.
+// each called only with something to compute. Only the mask is saved for the backward: neither
+// the output nor the pre-activation.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <optional>
 #include <tuple>
 #include <vector>
 
-#include "checks.h"
+#include "host/common.h"
 
 namespace fastact {
 
@@ -47,10 +51,6 @@ struct OutputGeometry {
   int64_t stride_channel() const { return channels_fastest ? 1 : positions; }
   int64_t stride_position() const { return channels_fastest ? channels : 1; }
 };
-
-inline c10::ScalarType compute_dtype(c10::ScalarType dtype) {
-  return dtype == c10::ScalarType::Double ? c10::ScalarType::Double : c10::ScalarType::Float;
-}
 
 // The memory format the conv op gives its output (and wants its gradient in). The fake kernel
 // in fastact/geometric.py states the same rule.
@@ -104,6 +104,74 @@ inline void check_mask(const char* op, const at::Tensor& mask, const OutputGeome
               mask.sizes());
 }
 
+// The tensors of the per-channel step (fastact/layer.h), for the channels' [channels, fan_in]
+// rows of G' and u.
+struct RadialTensors {
+  const at::Tensor& grad_u;  // G' on entry, dL/du = radius * G' on return
+  const at::Tensor& u;       // contiguous
+  const at::Tensor& radius;  // contiguous
+  const at::Tensor& partial;  // the backward epilogue's [blocks, cols] column sums
+  const at::Tensor& bias;     // contiguous, undefined without bias
+  int64_t bias_stride_c, bias_stride_p;  // bias_{c,p} = bias[c * stride_c + p * stride_p]
+  bool bias_per_position;
+  const at::Tensor& grad_radius;
+  const at::Tensor& grad_bias;  // [channels] or [channels * positions]
+  const at::Tensor& weight;     // radius * u, undefined where not wanted
+};
+
+template <typename Epilogues>
+at::Tensor epilogue_forward(const at::Tensor& z, const OutputGeometry& geometry,
+                            const at::Tensor& radius, const std::optional<at::Tensor>& bias) {
+  const at::Tensor radius_columns = per_column(radius, geometry);
+  const at::Tensor bias_columns =
+      bias.has_value() ? per_column(*bias, geometry) : at::zeros_like(radius_columns);
+  at::Tensor mask =
+      at::empty({geometry.rows, geometry.words_per_row()}, z.options().dtype(at::kInt));
+  if (geometry.rows > 0 && geometry.cols > 0) {
+    Epilogues::forward(z, geometry, radius_columns, bias_columns, mask);
+  }
+  return mask;
+}
+
+// (g', its column sums per block of rows): blocks fixed by the batch size alone, at most
+// Epilogues::kMaxSumBlocks per column, finished in order by epilogue_radial.
+template <typename Epilogues>
+std::tuple<at::Tensor, at::Tensor> epilogue_backward(const at::Tensor& grad, const at::Tensor& mask,
+                                                     const OutputGeometry& geometry) {
+  const int64_t rows_per_block = rows_per_sum_block(geometry.rows, 64, Epilogues::kMaxSumBlocks);
+  const int64_t blocks = ceil_div(geometry.rows, rows_per_block);
+  at::Tensor grad_masked = at::empty_like(grad);
+  at::Tensor partial = at::empty({blocks, geometry.cols},
+                                 grad.options().dtype(compute_dtype(grad.scalar_type())));
+  if (blocks > 0 && geometry.cols > 0) {
+    Epilogues::backward(grad, mask, geometry, rows_per_block, grad_masked, partial);
+  }
+  return {grad_masked, partial};
+}
+
+// (grad_radius, grad_bias, radius * u or undefined); grad_u ([channels, fan_in], G' = g'^T x on
+// entry) is scaled in place by radius.
+template <typename Epilogues>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> epilogue_radial(
+    const at::Tensor& grad_u, const at::Tensor& u, const at::Tensor& radius,
+    const at::Tensor& partial, const OutputGeometry& geometry,
+    const std::optional<at::Tensor>& bias, bool with_weight) {
+  const bool per_position = bias.has_value() && bias->numel() != geometry.channels;
+  const at::Tensor bias_values = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const at::Tensor radius_values = radius.contiguous();
+  at::Tensor grad_radius = at::empty_like(radius_values);
+  at::Tensor grad_bias =
+      at::empty(per_position ? geometry.cols : geometry.channels, radius.options());
+  at::Tensor weight = with_weight ? at::empty_like(u) : at::Tensor();
+  if (geometry.channels > 0) {
+    Epilogues::radial(RadialTensors{grad_u, u, radius_values, partial, bias_values,
+                                     per_position ? geometry.positions : 1, per_position ? 1 : 0,
+                                     per_position, grad_radius, grad_bias, weight},
+                      geometry);
+  }
+  return {grad_radius, grad_bias, weight};
+}
+
 // ---- linear: x [..., in], u [out, in], radius [out], bias [out] -----------------------------
 
 inline OutputGeometry linear_geometry(const char* op, const at::Tensor& x, const at::Tensor& u,
@@ -123,9 +191,10 @@ template <typename Epilogues>
 std::tuple<at::Tensor, at::Tensor> linear_forward(const at::Tensor& x, const at::Tensor& u,
                                                   const at::Tensor& radius,
                                                   const std::optional<at::Tensor>& bias) {
+  const typename Epilogues::DeviceGuard guard(x.device());
   const OutputGeometry geometry = linear_geometry("geometric_relu_linear", x, u, radius, bias);
   at::Tensor z = at::mm(x.reshape({geometry.rows, u.size(1)}), u.t());
-  at::Tensor mask = Epilogues::forward(z, geometry, radius, bias);
+  at::Tensor mask = epilogue_forward<Epilogues>(z, geometry, radius, bias);
   std::vector<int64_t> shape = x.sizes().vec();
   shape.back() = u.size(0);
   return {z.view(shape), mask};
@@ -138,6 +207,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_backward(
     const at::Tensor& grad_z, const at::Tensor& mask, const at::Tensor& x, const at::Tensor& u,
     const at::Tensor& radius, const std::optional<at::Tensor>& bias, bool x_needs_grad) {
   const char* op = "geometric_relu_linear_backward";
+  const typename Epilogues::DeviceGuard guard(x.device());
   const OutputGeometry geometry = linear_geometry(op, x, u, radius, bias);
   check_mask(op, mask, geometry);
   TORCH_CHECK(grad_z.scalar_type() == x.scalar_type() && grad_z.device() == x.device() &&
@@ -147,11 +217,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_backward(
               "] tensor matching the output, got ", grad_z.scalar_type(), " ", grad_z.sizes());
   const at::Tensor x2 = x.reshape({geometry.rows, u.size(1)});
   const at::Tensor grad = grad_z.reshape({geometry.rows, geometry.cols}).contiguous();
-  auto [grad_masked, partial] = Epilogues::backward(grad, mask, geometry);
+  auto [grad_masked, partial] = epilogue_backward<Epilogues>(grad, mask, geometry);
   at::Tensor grad_u = at::mm(grad_masked.t(), x2);
   // dL/dx = (radius * g') u = g' (radius u): the radial pass scales the small matrix.
-  auto [grad_radius, grad_bias, weight] =
-      Epilogues::radial(grad_u, u.contiguous(), radius, partial, geometry, bias, x_needs_grad);
+  auto [grad_radius, grad_bias, weight] = epilogue_radial<Epilogues>(
+      grad_u, u.contiguous(), radius, partial, geometry, bias, x_needs_grad);
   at::Tensor grad_x =
       x_needs_grad ? at::mm(grad_masked, weight).view(x.sizes()) : at::empty({0}, x.options());
   return {grad_x, grad_u, grad_radius, grad_bias};
@@ -195,11 +265,12 @@ std::tuple<at::Tensor, at::Tensor> conv2d_forward(const at::Tensor& x, const at:
                                                   at::IntArrayRef stride, at::IntArrayRef padding,
                                                   at::IntArrayRef dilation, int64_t groups) {
   const char* op = "geometric_relu_conv2d";
+  const typename Epilogues::DeviceGuard guard(x.device());
   check_conv_arguments(op, x, u, radius, bias, stride, padding, dilation, groups);
   at::Tensor z =
       at::conv2d(x, u, {}, stride, padding, dilation, groups).contiguous(conv_output_format(x));
   const OutputGeometry geometry = conv_geometry(op, z, bias);
-  at::Tensor mask = Epilogues::forward(z, geometry, radius, bias);
+  at::Tensor mask = epilogue_forward<Epilogues>(z, geometry, radius, bias);
   return {z, mask};
 }
 
@@ -209,6 +280,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const at::Tensor& radius, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool x_needs_grad) {
   const char* op = "geometric_relu_conv2d_backward";
+  const typename Epilogues::DeviceGuard guard(x.device());
   check_conv_arguments(op, x, u, radius, bias, stride, padding, dilation, groups);
   TORCH_CHECK(grad_z.scalar_type() == x.scalar_type() && grad_z.device() == x.device() &&
                   grad_z.dim() == 4 && grad_z.size(0) == x.size(0) && grad_z.size(1) == u.size(0),
@@ -218,7 +290,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   const at::Tensor grad = grad_z.contiguous(conv_output_format(x));
   const OutputGeometry geometry = conv_geometry(op, grad, bias);
   check_mask(op, mask, geometry);
-  auto [grad_masked, partial] = Epilogues::backward(grad, mask, geometry);
+  auto [grad_masked, partial] = epilogue_backward<Epilogues>(grad, mask, geometry);
   // The weight gradient first (it does not read the weight); the radial pass then gives
   // radius * u, the weight of the input gradient.
   auto weight_grads = at::convolution_backward(
@@ -227,8 +299,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   at::Tensor grad_u = std::get<1>(weight_grads).contiguous();
   at::Tensor flat_grad_u = grad_u.view({u.size(0), -1});
   auto [grad_radius, grad_bias, flat_weight] =
-      Epilogues::radial(flat_grad_u, u.contiguous().view({u.size(0), -1}), radius, partial,
-                        geometry, bias, x_needs_grad);
+      epilogue_radial<Epilogues>(flat_grad_u, u.contiguous().view({u.size(0), -1}), radius,
+                                 partial, geometry, bias, x_needs_grad);
   at::Tensor grad_x = at::empty({0}, x.options());
   if (x_needs_grad) {
     grad_x = std::get<0>(at::convolution_backward(grad_masked, x, flat_weight.view(u.sizes()),
@@ -239,6 +311,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   }
   if (bias.has_value()) grad_bias = grad_bias.view(bias->sizes());
   return {grad_x, grad_u, grad_radius, grad_bias};
+}
+
+template <typename Epilogues>
+void register_layer_kernels(torch::Library& m) {
+  m.impl("geometric_relu_linear", &linear_forward<Epilogues>);
+  m.impl("geometric_relu_linear_backward", &linear_backward<Epilogues>);
+  m.impl("geometric_relu_conv2d", &conv2d_forward<Epilogues>);
+  m.impl("geometric_relu_conv2d_backward", &conv2d_backward<Epilogues>);
 }
 
 }  // namespace fastact
