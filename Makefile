@@ -14,7 +14,7 @@ CUDA_VENV := $(CUDA_CACHE)/venv-torch2.14.1-cu130
 CUDA_BUILD ?= $(CUDA_CACHE)/build-cuda
 CUDA_HOME ?= /usr/local/cuda
 
-.PHONY: test bench bench-quick bench-check bench-baseline check-cuda check-gpu build extension clean
+.PHONY: test test-fast bench bench-quick bench-check bench-baseline check-cuda check-gpu build extension clean
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ extension: $(VENV)/.installed
 
 test: build
 	$(PY) -m pytest
+
+# The inner loop: no slow tests, no Triton-interpreter ids, the short hypothesis profile; the
+# extension is rebuilt only when a source changed. `make test` stays the full suite (CI).
+test-fast: extension
+	HYPOTHESIS_PROFILE=fast $(PY) -m pytest -q -m "not slow" -k "not interpreter"
 
 bench: extension
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
