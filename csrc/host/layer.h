@@ -107,9 +107,9 @@ inline void check_mask(const char* op, const at::Tensor& mask, const OutputGeome
 // The tensors of the per-channel step (fastact/layer.h), for the channels' [channels, fan_in]
 // rows of G' and u.
 struct RadialTensors {
-  const at::Tensor& grad_u;  // G' on entry, dL/du = radius * G' on return
-  const at::Tensor& u;       // contiguous
-  const at::Tensor& radius;  // contiguous
+  const at::Tensor& grad_u;   // G' on entry, dL/du = radius * G' on return
+  const at::Tensor& u;        // contiguous
+  const at::Tensor& radius;   // contiguous
   const at::Tensor& partial;  // the backward epilogue's [blocks, cols] column sums
   const at::Tensor& bias;     // contiguous, undefined without bias
   int64_t bias_stride_c, bias_stride_p;  // bias_{c,p} = bias[c * stride_c + p * stride_p]
@@ -136,7 +136,8 @@ at::Tensor epilogue_forward(const at::Tensor& z, const OutputGeometry& geometry,
 // (g', its column sums per block of rows): blocks fixed by the batch size alone, at most
 // Epilogues::kMaxSumBlocks per column, finished in order by epilogue_radial.
 template <typename Epilogues>
-std::tuple<at::Tensor, at::Tensor> epilogue_backward(const at::Tensor& grad, const at::Tensor& mask,
+std::tuple<at::Tensor, at::Tensor> epilogue_backward(const at::Tensor& grad,
+                                                     const at::Tensor& mask,
                                                      const OutputGeometry& geometry) {
   const int64_t rows_per_block = rows_per_sum_block(geometry.rows, 64, Epilogues::kMaxSumBlocks);
   const int64_t blocks = ceil_div(geometry.rows, rows_per_block);
