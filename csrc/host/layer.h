@@ -53,7 +53,7 @@ struct OutputGeometry {
 };
 
 // The memory format the conv op gives its output (and wants its gradient in). The fake kernel
-// in fastact/geometric.py states the same rule.
+// in fastact/layer.py states the same rule.
 inline at::MemoryFormat conv_output_format(const at::Tensor& x) {
   return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()
              ? at::MemoryFormat::ChannelsLast
