@@ -42,8 +42,8 @@ TORCH_LIBRARY(fastact, m) {
   m.def("dct_activation_backward(Tensor grad_out, Tensor x, Tensor coeffs, int channel_dim, "
         "float lo, float hi, bool odd, bool clamp, bool[2] output_mask) -> (Tensor, Tensor)",
         tags);
-  // GmP (fastact/sphere.py, fastact/layer.py). The layer ops take the unit directions u; the mask they return
-  // is what their backward needs (one bit per output).
+  // GmP (fastact/sphere.py, fastact/layer.py). The layer ops take the unit directions u; the
+  // mask they return is what their backward needs (one bit per output).
   m.def("spherical_to_cartesian(Tensor theta) -> Tensor", tags);
   m.def("spherical_to_cartesian_backward(Tensor grad_u, Tensor theta) -> Tensor", tags);
   m.def("cartesian_to_spherical(Tensor w) -> (Tensor, Tensor)", tags);
