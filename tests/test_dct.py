@@ -17,8 +17,12 @@ import fastact
 
 # Error bounds, from the math of csrc/include/fastact/dct.h, per dtype as (u, v): u the unit
 # roundoff of the compute type (float32 for the 16-bit types), v that of the output.
-#  - t = x * scale + offset is one rounding, and scale and offset are rounded to the compute
-#    type: |dt| <= u (|t| + |x scale| + |offset|) =: u T, a phase error pi k_j u T in term j;
+#  - t = x * scale + offset, with scale and offset rounded to the compute type, is one rounding
+#    where it is a fused multiply-add (CUDA, the CPU's FMA instruction sets) and two elsewhere
+#    (the portable CPU kernels, the Triton interpreter): |dt| <= u (|t| + 2 |x scale| +
+#    |offset|) =: u T covers both (the product's own rounding is the second u |x scale|; see
+#    LARGE_X), a phase error pi k_j u T in term j. (The reference backend in float32 rounds
+#    (x - lo) / (hi - lo) and pi k t more often; its errors stay within this bound here.)
 #  - the polynomial sin/cos of the reduced phase (exact reductions) is good to ~2u, and
 #    Reinsch's recurrence adds <= ~2u per step (measured: <= 2j u), so term j is off by at
 #    most (4 + 4j) u beyond the phase error;
@@ -63,7 +67,7 @@ def term_bounds(x, num_coeffs, domain, frequencies, u):
     scale, offset = 1 / (hi - lo), -lo / (hi - lo)
     x64 = x.detach().double().cpu()
     t = x64 * scale + offset
-    spread = (t.abs() + (x64 * scale).abs() + abs(offset)).nan_to_num(0, 0, 0)
+    spread = (t.abs() + 2 * (x64 * scale).abs() + abs(offset)).nan_to_num(0, 0, 0)
     k = frequencies_of(num_coeffs, frequencies)
     j = torch.arange(num_coeffs, dtype=torch.float64)
     return u * (math.pi * k * spread.unsqueeze(-1) + 4 + 4 * j)
@@ -287,6 +291,60 @@ def test_domain_edges_and_special_values(backend, device, dtype, frequencies, bo
         check_against_reference(backend, x[finite], coeffs, **kwargs)
         y = run(backend, x, coeffs, **kwargs)
         assert y[~x.isfinite()].isnan().all()  # cos of an infinite or NaN phase
+
+
+# Domains whose offset -lo / (hi - lo) is +0.0, the smallest subnormal or a tiny one: as
+# float64 bit patterns (the Triton kernels' arguments once) the integers 0, 1 and ~2^27,
+# which Triton typed int32, by value, and the kernel could not read back (issue 20).
+@pytest.mark.parametrize("domain", [(-0.0, 1.0), (-5e-324, 1.0), (-1e-315, 2.0), (0.0, 0.5)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_domains_with_a_zero_or_subnormal_offset(backend, device, dtype, domain):
+    x = torch.tensor([-1.0, 0.0, 0.25, 0.5, 1.0, 2.5], device=device).to(dtype)
+    coeffs = torch.randn(1, 5, device=device).to(dtype)
+    for boundary in ("periodic", "clamp"):
+        check_against_reference(backend, x, coeffs, domain=domain, boundary=boundary)
+
+
+# float16 values whose t = x * scale + offset errs most on this domain where the product and
+# the sum round separately (1.2x the error of one rounding; found by trying every float16),
+# and the largest finite float16 (issue 20's failure); a channel each, so that no sum hides an
+# error. Also float32, whose portable CPU kernels round separately too.
+LARGE_X_DOMAIN = (-1.0, 1.9147477267364488)
+LARGE_X = [2994.0, 3022.0, 3108.0, 187.125, 770.5, 1930.0, 6272.0, 24160.0, 65504.0, -65504.0]
+
+
+def check_large_x(backend, device, dtype):
+    x = torch.tensor([LARGE_X], device=device).to(dtype)
+    grad = torch.ones_like(x)
+    coeffs = torch.randn(x.shape[1], 4, device=device).to(dtype)
+    check_against_reference(backend, x, coeffs, grad, domain=LARGE_X_DOMAIN)
+    shared = torch.randn(4, device=device).to(dtype)
+    check_against_reference(backend, x[0, -2:-1], shared, grad[0, -2:-1], domain=LARGE_X_DOMAIN)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_phase_of_large_x(backend, device, dtype):
+    check_large_x(backend, device, dtype)
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2"])
+def test_phase_of_large_x_other_instruction_sets(isa):
+    """As test_phase_of_large_x, with the CPU kernels of the other instruction sets (the
+    portable ones round t = x * scale + offset twice)."""
+    result = run_python(
+        f"""
+        import sys, torch, fastact
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_dct import check_large_x
+        assert fastact._extension.cpu_isa() == {isa!r}
+        torch.manual_seed(0)
+        for dtype in (torch.float16, torch.float32):
+            check_large_x("cpu", "cpu", dtype)
+        """, FASTACT_CPU_ISA=isa)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
