@@ -256,7 +256,8 @@ def _dct_backward_runs_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_pt
     if LAYOUT == 0:
         offsets = positions
     else:
-        offsets = (positions // inner) * (channels * inner) + channel * inner + positions % inner
+        # Integer arguments below 2^31 are int32: each product starts from an int64.
+        offsets = (positions // inner) * channels * inner + channel * inner + positions % inner
     g = tl.load(grad_ptr + offsets, mask=mask, other=0.0).to(ACC)
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
     channel_ptrs = table_ptr + channel * stride_c + offsets * 0
@@ -306,7 +307,8 @@ def _sum_pieces_kernel(partial_ptr, out_ptr, pieces, width, BLOCK: tl.constexpr,
     for first in range(0, pieces, CHUNK):
         chunk = tl.zeros([BLOCK], ACC)
         for piece in range(first, tl.minimum(first + CHUNK, pieces)):
-            chunk += tl.load(partial_ptr + piece * width + columns, mask=mask, other=0.0)
+            row = tl.cast(piece, tl.int64) * width  # pieces * width may pass 2^31
+            chunk += tl.load(partial_ptr + row + columns, mask=mask, other=0.0)
         total += chunk
     tl.store(out_ptr + columns, total, mask=mask)
 
