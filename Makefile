@@ -82,3 +82,13 @@ check-gpu:
 
 clean:
 	rm -rf build *.egg-info fastact/_C*.so bench-results
+
+# Exploration, not CI: the property tests with fresh random seeds, FUZZ_EXAMPLES examples a run
+# of each test on each backend, for FUZZ_MINUTES; prints each run's seed and how to replay a
+# failure (tools/fuzz.py). FUZZ_ARGS adds e.g. "-k dct" or "--seed 123".
+FUZZ_MINUTES ?= 30
+FUZZ_EXAMPLES ?= 1000
+FUZZ_ARGS ?=
+.PHONY: fuzz
+fuzz: extension
+	$(PY) tools/fuzz.py --minutes $(FUZZ_MINUTES) --examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)

@@ -61,6 +61,19 @@ def domain_of(domain) -> tuple[float, float]:
     return lo, hi
 
 
+def _domain_fits(lo: float, hi: float, dtype: torch.dtype) -> None:
+    """t = x * scale + offset is computed in float32 (float64 for float64 x): a scale
+    1 / (hi - lo) beyond that type's normal range would overflow (NaN for every x) or lose its
+    precision. (|offset| = |lo| / (hi - lo) <= 2^53 always: hi - lo >= an ulp of lo.)"""
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    info = torch.finfo(compute)
+    if not info.tiny <= 1.0 / (hi - lo) <= info.max:
+        raise ValueError(
+            f"fastact.dct_activation: domain ({lo!r}, {hi!r}) does not fit {dtype} x, computed "
+            f"in {compute}: hi - lo must be between {1 / info.max:.4g} and {1 / info.tiny:.4g}"
+        )
+
+
 def _arguments(x, coeffs, channel_dim, domain, frequencies, boundary):
     """Checks every argument and returns (coeffs as [rows, K], channel_dim >= 0, lo, hi)."""
     op = "dct_activation"
@@ -70,6 +83,7 @@ def _arguments(x, coeffs, channel_dim, domain, frequencies, boundary):
     check_choice("frequencies", frequencies, FREQUENCIES)
     check_choice("boundary", boundary, BOUNDARIES)
     lo, hi = domain_of(domain)
+    _domain_fits(lo, hi, x.dtype)
     if isinstance(channel_dim, bool) or not isinstance(channel_dim, int):
         raise TypeError(f"fastact.{op}: channel_dim must be an int, got {channel_dim!r}")
     if coeffs.dim() not in (1, 2) or coeffs.shape[-1] < 1:

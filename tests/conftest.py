@@ -8,15 +8,38 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 import fastact  # noqa: E402
+
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE (or pytest --hypothesis-profile):
+#  - "ci", the default (make test): derandomized and without the example database, so every run
+#    of every checkout tests the same examples: max_examples per property and backend, times the
+#    test's weight (test_properties.property_settings);
+#  - "fast": a tenth of them, for a quick tier;
+#  - "fuzz" (make fuzz, tools/fuzz.py): fresh random examples, FUZZ_EXAMPLES of them; a failure
+#    prints the seed and the @reproduce_failure blob that replay it.
+_PROPERTY_SETTINGS = dict(deadline=None, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("ci", derandomize=True, max_examples=100, **_PROPERTY_SETTINGS)
+settings.register_profile("fast", derandomize=True, max_examples=10, **_PROPERTY_SETTINGS)
+settings.register_profile("fuzz", derandomize=False,
+                          max_examples=int(os.environ.get("FUZZ_EXAMPLES", "1000")),
+                          **_PROPERTY_SETTINGS)
+
+
+def pytest_configure(config):
+    # pytest's option wins over the environment, whichever of the two loads first.
+    settings.load_profile(config.getoption("hypothesis_profile", None)
+                          or os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_report_header(config):
     return (
         f"fastact {fastact.__version__}: backends {fastact.available_backends()}, "
         f"CPU kernels {fastact._extension.cpu_isa()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads, hypothesis profile "
+        f"{settings.get_current_profile_name()!r}"
     )
 
 

@@ -17,6 +17,65 @@ gpu = pytest.mark.gpu
 requires_gpu = pytest.mark.skipif(not HAS_GPU, reason="needs a CUDA GPU")
 
 
+# Per-dtype (atol, rtol) of the GmP layer, the maps and the inverse map against the float64
+# reference.
+# z = radius * relu(x . u + bias): a matmul of fan-in <= 64 with inputs ~1 (|x.u| ~ 1-8) in the
+# dtype's precision (ATen's, fp32 accumulation for 16-bit) rounded to the dtype, times radius.
+# Tolerances: the rounding of a sum of 64 products, absolute, plus the output's rounding.
+LAYER_TOLERANCES = {
+    torch.float64: (1e-12, 1e-12),
+    torch.float32: (2e-5, 2e-5),
+    torch.float16: (2e-2, 1e-2),
+    torch.bfloat16: (1.5e-1, 4e-2),
+}
+# Gradients: sums over the batch (<= 37 rows) and the fan-in of products ~1 to ~10, the weight
+# gradient G' = g'^T x rounded to the dtype by the matmul before dL/dradius = G'.u + b.S.
+LAYER_GRAD_TOLERANCES = {
+    torch.float64: (1e-11, 1e-11),
+    torch.float32: (1e-4, 1e-4),
+    torch.float16: (1.5e-1, 2e-2),
+    torch.bfloat16: (1.0, 8e-2),
+}
+
+
+# u_k is a product of float64 factors (the kernels' sines and cosines are within ~1e-7 of
+# float32's exact values, 1e-16 for float64) rounded once to the output dtype: the error is
+# the output's rounding, |u| <= 1, so about half an ulp of 1, with room for the float-computed
+# factors of 16/32-bit inputs (a few 1e-8 over tens of factors).
+MAP_TOLERANCES = {
+    torch.float64: (1e-14, 1e-14),
+    torch.float32: (2e-7, 1e-6),
+    torch.float16: (1e-3, 1e-3),
+    torch.bfloat16: (8e-3, 8e-3),
+}
+# The gradients (|g| ~ 1, rows of at most 64: |dtheta| up to ~10) are computed in float64 and
+# rounded once: the output's rounding, relative, plus the factors' float error times the sums.
+MAP_GRAD_TOLERANCES = {
+    torch.float64: (1e-12, 1e-12),
+    torch.float32: (2e-6, 2e-6),
+    torch.float16: (1e-2, 2e-3),
+    torch.bfloat16: (4e-2, 1e-2),
+}
+
+
+# theta_k = atan2(|w_{k+1:}|, w_k) in float64 rounded once to the dtype: half an ulp of |theta|
+# <= pi (the float64 kernels and the reference differ in their atan2 by an ulp or two); the
+# radius likewise, relative.
+INVERSE_TOLERANCES = {
+    torch.float64: (2e-15, 2e-15),
+    torch.float32: (5e-7, 2e-7),
+    torch.float16: (4e-3, 1e-3),
+    torch.bfloat16: (2e-2, 8e-3),
+}
+# Gradients ~ 1/|w|: relative to their size, float64 sums then one rounding.
+INVERSE_GRAD_TOLERANCES = {
+    torch.float64: (1e-12, 1e-12),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (2e-2, 4e-3),
+    torch.bfloat16: (1e-1, 2e-2),
+}
+
+
 @dataclass(frozen=True)
 class Host:
     """What this process can run, which decides the (backend, device) pairs to test (a unit

@@ -11,152 +11,10 @@ import textwrap
 
 import pytest
 import torch
+from dct_bounds import check_against_reference, frequencies_of, run, series_bound
 from fastact_testing import BACKEND_DEVICES, FLOAT_DTYPES, KERNEL_BACKEND_DEVICES, interpreted
 
 import fastact
-
-# Error bounds, from the math of csrc/include/fastact/dct.h, per dtype as (u, v): u the unit
-# roundoff of the compute type (float32 for the 16-bit types), v that of the output.
-#  - t = x * scale + offset is one rounding, and scale and offset are rounded to the compute
-#    type: |dt| <= u (|t| + |x scale| + |offset|) =: u T, a phase error pi k_j u T in term j;
-#  - the polynomial sin/cos of the reduced phase (exact reductions) is good to ~2u, and
-#    Reinsch's recurrence adds <= ~2u per step (measured: <= 2j u), so term j is off by at
-#    most (4 + 4j) u beyond the phase error;
-#  - so |y - y_ref| <= u sum_j |F_j| (pi k_j T + 4 + 4j) + v |y_ref|, and the float64 reference
-#    has the same kind of error in float64 (covered by the factor 2 below for float64).
-# grad_x is the same series with coefficients G_j = -pi k_j F_j scale; grad_coeffs[c, j] sums
-# grad * cos(pi k_j t) over the channel's n elements, adding at most n u sum|grad| of summation
-# error in any order (the kernels' blocked sums do far better; this bound holds for all).
-ROUNDING = {
-    torch.float64: (2.0**-53, 2.0**-53),
-    torch.float32: (2.0**-24, 2.0**-24),
-    torch.bfloat16: (2.0**-24, 2.0**-8),
-    torch.float16: (2.0**-24, 2.0**-11),
-}
-SAFETY = 2.0  # implementation and float64 reference both err (the reference only in float64)
-
-
-def output_roundoff(dtype, backend, device):
-    """v of ROUNDING, except that the Triton interpreter converts float32 to bfloat16 by
-    truncation (a GPU rounds to nearest): up to one ulp, 2^-7 relative."""
-    if dtype == torch.bfloat16 and interpreted(backend, device):
-        return 2.0**-7
-    return ROUNDING[dtype][1]
-
-
-def frequencies_of(num_coeffs, frequencies, dtype=torch.float64):
-    k = torch.arange(num_coeffs, dtype=dtype)
-    return 2 * k + 1 if frequencies == "odd" else k
-
-
-def broadcast_coeffs(coeffs2d, x, channel_dim):
-    """[rows, K] -> a tensor broadcasting against x[..., None]."""
-    shape = [1] * x.dim() + [coeffs2d.shape[1]]
-    if coeffs2d.shape[0] != 1:
-        shape[channel_dim] = coeffs2d.shape[0]
-    return coeffs2d.reshape(shape)
-
-
-def term_bounds(x, num_coeffs, domain, frequencies, u):
-    """u (pi k_j T + 4 + 4j) per element and term, [*x.shape, K] (see the top of the file)."""
-    lo, hi = domain
-    scale, offset = 1 / (hi - lo), -lo / (hi - lo)
-    x64 = x.detach().double().cpu()
-    t = x64 * scale + offset
-    spread = (t.abs() + (x64 * scale).abs() + abs(offset)).nan_to_num(0, 0, 0)
-    k = frequencies_of(num_coeffs, frequencies)
-    j = torch.arange(num_coeffs, dtype=torch.float64)
-    return u * (math.pi * k * spread.unsqueeze(-1) + 4 + 4 * j)
-
-
-def series_bound(x, coeffs2d, channel_dim, domain, frequencies, u):
-    """u sum_j |F_j| (pi k_j T + 4 + 4j) per element."""
-    magnitude = broadcast_coeffs(coeffs2d.detach().double().cpu().abs(), x, channel_dim)
-    return (magnitude * term_bounds(x, coeffs2d.shape[1], domain, frequencies, u)).sum(-1)
-
-
-def rounding_floor(dtype):
-    """The largest rounding error of a result near 0: the smallest subnormal of the dtype."""
-    info = torch.finfo(dtype)
-    return info.tiny * info.eps
-
-
-def run(backend, x, coeffs, **kwargs):
-    with fastact.use_backend(backend):
-        return fastact.dct_activation(x, coeffs, **kwargs)
-
-
-def reference64(x, coeffs, grad, **kwargs):
-    """Values and gradients of the float64 reference (CPU)."""
-    x64 = x.detach().double().cpu().requires_grad_()
-    c64 = coeffs.detach().double().cpu().requires_grad_()
-    y = fastact.reference.dct_activation(x64, c64, **kwargs)
-    y.backward(grad.detach().double().cpu())
-    return y.detach(), x64.grad, c64.grad
-
-
-def assert_within(actual, expected, bound, what):
-    actual = actual.detach().double().cpu()
-    error = (actual - expected).abs()
-    both_nan = actual.isnan() & expected.isnan()
-    bad = ~both_nan & ~(error <= bound)
-    if bad.any():
-        i = bad.nonzero()[0].tolist()
-        ratio = (error / bound.clamp_min(1e-300))[~both_nan].max().item()
-        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.numel()} outside the bound "
-                             f"(worst error/bound {ratio:.3g}); first at {i}: got "
-                             f"{actual[tuple(i)].item()!r}, expected {expected[tuple(i)].item()!r}, "
-                             f"bound {bound[tuple(i)].item():.3g}")
-
-
-def check_against_reference(backend, x, coeffs, grad=None, **kwargs):
-    """y, grad_x and grad_coeffs of `backend` against the float64 reference, within the error
-    bounds of the dtype (see ROUNDING)."""
-    channel_dim = kwargs.get("channel_dim", 1) % max(x.dim(), 1)
-    domain = kwargs.get("domain", (-1.0, 1.0))
-    frequencies = kwargs.get("frequencies", "odd")
-    x = x.detach().requires_grad_()
-    coeffs = coeffs.detach().requires_grad_()
-    y = run(backend, x, coeffs, **kwargs)
-    assert y.dtype == x.dtype and y.shape == x.shape and y.device == x.device
-    grad = torch.randn_like(y) if grad is None else grad
-    y.backward(grad)
-    y64, gx64, gc64 = reference64(x, coeffs, grad, **kwargs)
-    u = ROUNDING[x.dtype][0]
-    v = output_roundoff(x.dtype, backend, x.device.type)
-    factor = SAFETY if x.dtype == torch.float64 else 1.0
-    floor = rounding_floor(x.dtype)
-    table = coeffs.detach().reshape(-1, coeffs.shape[-1])
-    num_coeffs = table.shape[1]
-    assert_within(y, y64, factor * series_bound(x, table, channel_dim, domain, frequencies, u)
-                  + v * y64.abs() + floor, "y")
-    # grad_x: the series of the slope coefficients G_j = -pi k_j F_j scale, times grad.
-    k = frequencies_of(num_coeffs, frequencies).to(table.device)
-    slopes = table.double() * k * (math.pi / (domain[1] - domain[0]))
-    g64 = grad.detach().double().cpu()
-    assert_within(x.grad, gx64, factor * g64.abs() * series_bound(
-        x, slopes, channel_dim, domain, frequencies, u) + v * gx64.abs() + floor, "grad_x")
-    # grad_coeffs: per channel, the sum over its n elements of grad * cos_j: each term's error
-    # plus n u sum |grad| of summation error.
-    terms = g64.abs().unsqueeze(-1) * term_bounds(x, num_coeffs, domain, frequencies, u)
-    magnitudes = g64.abs().unsqueeze(-1).expand(terms.shape)
-    if table.shape[0] != 1:
-        dims = [d for d in range(x.dim()) if d != channel_dim]
-        if dims:  # (sum over an empty list of dims would sum over all of them)
-            terms, magnitudes = terms.sum(dims), magnitudes.sum(dims)
-        count = x.numel() // max(table.shape[0], 1)
-    else:
-        terms = terms.reshape(-1, num_coeffs).sum(0, keepdim=True)
-        magnitudes = magnitudes.reshape(-1, num_coeffs).sum(0, keepdim=True)
-        count = x.numel()
-    uc = ROUNDING[coeffs.dtype][1]
-    expected = gc64.reshape(terms.shape)
-    bound = factor * (terms + count * u * magnitudes) + uc * expected.abs() + rounding_floor(
-        coeffs.dtype)
-    assert coeffs.grad.dtype == coeffs.dtype and coeffs.grad.shape == coeffs.shape
-    assert_within(coeffs.grad.reshape(bound.shape), expected, bound, "grad_coeffs")
-    return y
-
 
 # (shape, channel_dim, rows of coeffs ("C" = one per channel, 1 = shared), K, frequencies,
 #  boundary, domain)
@@ -287,6 +145,78 @@ def test_domain_edges_and_special_values(backend, device, dtype, frequencies, bo
         check_against_reference(backend, x[finite], coeffs, **kwargs)
         y = run(backend, x, coeffs, **kwargs)
         assert y[~x.isfinite()].isnan().all()  # cos of an infinite or NaN phase
+
+
+# Domains whose offset -lo / (hi - lo) is +0.0, the smallest subnormal or a tiny one: as
+# float64 bit patterns (the Triton kernels' arguments once) the integers 0, 1 and ~2^27,
+# which Triton typed int32, by value, and the kernel could not read back (issue 20).
+@pytest.mark.parametrize("domain", [(-0.0, 1.0), (-5e-324, 1.0), (-1e-315, 2.0), (0.0, 0.5)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_domains_with_a_zero_or_subnormal_offset(backend, device, dtype, domain):
+    x = torch.tensor([-1.0, 0.0, 0.25, 0.5, 1.0, 2.5], device=device).to(dtype)
+    coeffs = torch.randn(1, 5, device=device).to(dtype)
+    for boundary in ("periodic", "clamp"):
+        check_against_reference(backend, x, coeffs, domain=domain, boundary=boundary)
+
+
+# Domains near the ends of what the compute type allows: the scale 1 / (hi - lo) must be a
+# normal number of it (fastact.dct._domain_fits; narrower ones made every result NaN, issue 20),
+# and the backward's slopes pi k F_j scale finite (small coefficients).
+EXTREME_DOMAINS = {torch.float32: [(0.0, 3e-38), (-4e37, 4e37)],
+                   torch.float64: [(0.0, 1e-300), (-1e307, 3e307)]}
+
+
+@pytest.mark.parametrize("dtype", list(EXTREME_DOMAINS), ids=str)
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_very_narrow_and_very_wide_domains(backend, device, dtype):
+    for lo, hi in EXTREME_DOMAINS[dtype]:
+        x = torch.tensor([-0.5, 0.0, 0.1, 0.5, 0.9, 1.0, 2.0], dtype=torch.float64) * (hi - lo) + lo
+        coeffs = torch.randn(1, 4, dtype=torch.float64) * 1e-20
+        for boundary in ("periodic", "clamp"):
+            check_against_reference(backend, x.to(device, dtype), coeffs.to(device, dtype),
+                                    domain=(lo, hi), boundary=boundary)
+
+
+# float16 values whose t = x * scale + offset errs most on this domain where the product and
+# the sum round separately (1.2x the error of one rounding; found by trying every float16),
+# and the largest finite float16 (issue 20's failure); a channel each, so that no sum hides an
+# error. Also float32, whose portable CPU kernels round separately too.
+LARGE_X_DOMAIN = (-1.0, 1.9147477267364488)
+LARGE_X = [2994.0, 3022.0, 3108.0, 187.125, 770.5, 1930.0, 6272.0, 24160.0, 65504.0, -65504.0]
+
+
+def check_large_x(backend, device, dtype):
+    x = torch.tensor([LARGE_X], device=device).to(dtype)
+    grad = torch.ones_like(x)
+    coeffs = torch.randn(x.shape[1], 4, device=device).to(dtype)
+    check_against_reference(backend, x, coeffs, grad, domain=LARGE_X_DOMAIN)
+    shared = torch.randn(4, device=device).to(dtype)
+    check_against_reference(backend, x[0, -2:-1], shared, grad[0, -2:-1], domain=LARGE_X_DOMAIN)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_phase_of_large_x(backend, device, dtype):
+    check_large_x(backend, device, dtype)
+
+
+@pytest.mark.parametrize("isa", ["portable", "avx2"])
+def test_phase_of_large_x_other_instruction_sets(isa):
+    """As test_phase_of_large_x, with the CPU kernels of the other instruction sets (the
+    portable ones round t = x * scale + offset twice)."""
+    result = run_python(
+        f"""
+        import sys, torch, fastact
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_dct import check_large_x
+        assert fastact._extension.cpu_isa() == {isa!r}
+        torch.manual_seed(0)
+        for dtype in (torch.float16, torch.float32):
+            check_large_x("cpu", "cpu", dtype)
+        """, FASTACT_CPU_ISA=isa)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
@@ -510,6 +440,9 @@ def bad_calls():
         ((x, c), dict(domain=(0.0, math.inf)), ValueError, ["domain", "finite"]),
         ((x, c), dict(domain=(0.0, math.nan)), ValueError, ["domain"]),
         ((x, c), dict(domain=1.0), ValueError, ["domain", "pair"]),
+        ((x, c), dict(domain=(0.0, 1e-39)), ValueError, ["domain", "torch.float32", "hi - lo"]),
+        ((x.half(), c), dict(domain=(-1e38, 1e38)), ValueError, ["domain", "torch.float16"]),
+        ((x.double(), c), dict(domain=(-3e307, 3e307)), ValueError, ["domain", "float64"]),
         ((x, c), dict(frequencies="even"), ValueError, ["frequencies", "'odd'", "'all'"]),
         ((x, c), dict(boundary="wrap"), ValueError, ["boundary", "'periodic'", "'clamp'"]),
         ((torch.arange(6).view(2, 3), c), {}, TypeError, ["x", "torch.int64"]),
@@ -547,6 +480,8 @@ def test_native_op_checks_its_arguments():
         op(x, c, 2, -1.0, 1.0, True, False)
     with pytest.raises(RuntimeError, match="domain .* finite with lo < hi"):
         op(x, c, 1, 1.0, 1.0, True, False)
+    with pytest.raises(RuntimeError, match=r"domain \(0, 1e-39\) does not fit Float x"):
+        op(x, c, 1, 0.0, 1e-39, True, False)
     with pytest.raises(RuntimeError, match=r"coeffs must have shape \[channels, num_coeffs\]"):
         op(x, torch.randn(4), 1, -1.0, 1.0, True, False)
     with pytest.raises(RuntimeError, match="grad_out .* must match x"):

@@ -13,29 +13,13 @@ from fastact_testing import (
     BACKEND_DEVICES,
     FLOAT_DTYPES,
     KERNEL_BACKEND_DEVICES,
+    LAYER_GRAD_TOLERANCES,
+    LAYER_TOLERANCES,
     assert_close_to,
     interpreted,
 )
 
 import fastact
-
-# z = radius * relu(x . u + bias): a matmul of fan-in <= 64 with inputs ~1 (|x.u| ~ 1-8) in the
-# dtype's precision (ATen's, fp32 accumulation for 16-bit) rounded to the dtype, times radius.
-# Tolerances: the rounding of a sum of 64 products, absolute, plus the output's rounding.
-VALUE_TOLERANCES = {
-    torch.float64: (1e-12, 1e-12),
-    torch.float32: (2e-5, 2e-5),
-    torch.float16: (2e-2, 1e-2),
-    torch.bfloat16: (1.5e-1, 4e-2),
-}
-# Gradients: sums over the batch (<= 37 rows) and the fan-in of products ~1 to ~10, the weight
-# gradient G' = g'^T x rounded to the dtype by the matmul before dL/dradius = G'.u + b.S.
-GRAD_TOLERANCES = {
-    torch.float64: (1e-11, 1e-11),
-    torch.float32: (1e-4, 1e-4),
-    torch.float16: (1.5e-1, 2e-2),
-    torch.bfloat16: (1.0, 8e-2),
-}
 
 
 def run(backend, fn, *args, **kwargs):
@@ -61,12 +45,12 @@ def check_layer(backend, fn, reference, x, theta, radius, bias, what, **kwargs):
     args = copies if bias is not None else copies + [None]
     expected = reference(*args, **kwargs)
     assert z.dtype == x.dtype and z.shape == expected.shape and z.device == x.device
-    assert_close_to(z, expected, VALUE_TOLERANCES, what)
+    assert_close_to(z, expected, LAYER_TOLERANCES, what)
     grad = torch.randn_like(z)
     grads = torch.autograd.grad(z, tensors, grad)
     expected_grads = torch.autograd.grad(expected, copies, grad.double())
     for name, actual, wanted in zip(("x", "theta", "radius", "bias"), grads, expected_grads):
-        assert_close_to(actual, wanted, GRAD_TOLERANCES, f"d {what} / d {name}")
+        assert_close_to(actual, wanted, LAYER_GRAD_TOLERANCES, f"d {what} / d {name}")
     return z
 
 

@@ -13,32 +13,17 @@ import torch
 from fastact_testing import (
     BACKEND_DEVICES,
     FLOAT_DTYPES,
+    INVERSE_GRAD_TOLERANCES,
+    INVERSE_TOLERANCES,
     KERNEL_BACKEND_DEVICES,
+    MAP_GRAD_TOLERANCES,
+    MAP_TOLERANCES,
     assert_close_to,
     float64_reference,
     interpreted,
 )
 
 import fastact
-
-# u_k is a product of float64 factors (the kernels' sines and cosines are within ~1e-7 of
-# float32's exact values, 1e-16 for float64) rounded once to the output dtype: the error is
-# the output's rounding, |u| <= 1, so about half an ulp of 1, with room for the float-computed
-# factors of 16/32-bit inputs (a few 1e-8 over tens of factors).
-MAP_TOLERANCES = {
-    torch.float64: (1e-14, 1e-14),
-    torch.float32: (2e-7, 1e-6),
-    torch.float16: (1e-3, 1e-3),
-    torch.bfloat16: (8e-3, 8e-3),
-}
-# The gradients (|g| ~ 1, rows of at most 64: |dtheta| up to ~10) are computed in float64 and
-# rounded once: the output's rounding, relative, plus the factors' float error times the sums.
-GRAD_TOLERANCES = {
-    torch.float64: (1e-12, 1e-12),
-    torch.float32: (2e-6, 2e-6),
-    torch.float16: (1e-2, 2e-3),
-    torch.bfloat16: (4e-2, 1e-2),
-}
 
 
 def run(backend, fn, *args):
@@ -71,7 +56,7 @@ def test_spherical_to_cartesian_matches_reference(backend, device, dtype, shape)
     grad = torch.randn_like(u)
     u.backward(grad)
     expected.backward(grad.double())
-    assert_close_to(theta.grad, theta64.grad, GRAD_TOLERANCES, "d spherical_to_cartesian")
+    assert_close_to(theta.grad, theta64.grad, MAP_GRAD_TOLERANCES, "d spherical_to_cartesian")
 
 
 @pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
@@ -128,24 +113,6 @@ def test_large_and_special_angles(backend, device):
 
 
 # ---- cartesian_to_spherical -------------------------------------------------------------
-
-# theta_k = atan2(|w_{k+1:}|, w_k) in float64 rounded once to the dtype: half an ulp of |theta|
-# <= pi (the float64 kernels and the reference differ in their atan2 by an ulp or two); the
-# radius likewise, relative.
-INVERSE_TOLERANCES = {
-    torch.float64: (2e-15, 2e-15),
-    torch.float32: (5e-7, 2e-7),
-    torch.float16: (4e-3, 1e-3),
-    torch.bfloat16: (2e-2, 8e-3),
-}
-# Gradients ~ 1/|w|: relative to their size, float64 sums then one rounding.
-INVERSE_GRAD_TOLERANCES = {
-    torch.float64: (1e-12, 1e-12),
-    torch.float32: (1e-5, 1e-5),
-    torch.float16: (2e-2, 4e-3),
-    torch.bfloat16: (1e-1, 2e-2),
-}
-
 
 def awkward_rows(n, device):
     """Rows where the angles are not unique or the signs matter: zero, trailing zeros, one

@@ -29,6 +29,8 @@ PARAMETER_TYPES = {
     "radius_columns_ptr": "*compute",
     "bias_columns_ptr": "*compute",
     "num_coeffs": "i32",
+    "scale": "fp64",   # the DCT's t = x * scale + offset, passed as float64 scalars
+    "offset": "fp64",
 }
 
 

@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <array>
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <tuple>
@@ -39,6 +40,15 @@ inline void check_dct_arguments(const char* op, const at::Tensor& x, const at::T
                   std::isfinite(1.0 / (hi - lo)),
               "fastact.", op, ": the domain (lo, hi) must be finite with lo < hi, got (", lo, ", ",
               hi, ")");
+  // t = x * scale + offset in the compute type (float for 16/32-bit x): a scale 1 / (hi - lo)
+  // beyond its normal range would overflow (NaN for every x) or lose its precision.
+  const bool in_float = x.scalar_type() != at::kDouble;
+  const double smallest = in_float ? FLT_MIN : DBL_MIN, largest = in_float ? FLT_MAX : DBL_MAX;
+  const double scale = 1.0 / (hi - lo);
+  TORCH_CHECK(scale >= smallest && scale <= largest, "fastact.", op, ": the domain (", lo, ", ",
+              hi, ") does not fit ", x.scalar_type(), " x, computed in ",
+              in_float ? "float32" : "float64", ": hi - lo must be between ", 1.0 / largest,
+              " and ", 1.0 / smallest);
   const int64_t dims = std::max<int64_t>(x.dim(), 1);
   TORCH_CHECK(channel_dim >= 0 && channel_dim < dims, "fastact.", op, ": channel_dim ",
               channel_dim, " is out of range for x with ", x.dim(),

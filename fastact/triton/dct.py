@@ -10,8 +10,6 @@ one partial sum per tile (a fixed block of elements of one channel) and term, wh
 _sum_pieces_kernel adds in a fixed order. No atomics anywhere.
 """
 
-import struct
-
 import torch
 import triton
 import triton.language as tl
@@ -175,24 +173,25 @@ def _channel_of(offsets, inner, channels, LAYOUT: tl.constexpr):
 
 
 @triton.jit
-def _domain(scale_bits, offset_bits, ACC: tl.constexpr):
-    # scale and offset arrive as the bits of float64s (a Python float would be a float32
-    # argument), rounded here to the compute type as the C++ kernels round them.
-    scale = scale_bits.to(tl.float64, bitcast=True).to(ACC)
-    offset = offset_bits.to(tl.float64, bitcast=True).to(ACC)
-    return scale, offset
+def _domain(scale, offset, ACC: tl.constexpr):
+    # scale and offset in the compute type, rounded from float64 as the C++ kernels round them.
+    # The kernels declare them tl.float64, so the JIT passes them as doubles whatever their
+    # value (it would type a plain Python float fp32, an integer by its size); the interpreter
+    # ignores the declaration and passes the Python float itself, which tl.full makes a float64
+    # (an operator would make it a float32 or float64 constant by its magnitude).
+    return tl.full((), scale, tl.float64).to(ACC), tl.full((), offset, tl.float64).to(ACC)
 
 
-@triton.jit(do_not_specialize=["scale_bits", "offset_bits"])
-def _dct_forward_kernel(x_ptr, y_ptr, table_ptr, scale_bits, offset_bits, n, inner, channels,
-                        stride_c, stride_j, num_coeffs, LAYOUT: tl.constexpr,
+@triton.jit
+def _dct_forward_kernel(x_ptr, y_ptr, table_ptr, scale: tl.float64, offset: tl.float64, n,
+                        inner, channels, stride_c, stride_j, num_coeffs, LAYOUT: tl.constexpr,
                         ODD: tl.constexpr, CLAMP: tl.constexpr, BLOCK: tl.constexpr,
                         ACC: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offsets < n
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
     coeff_ptrs = table_ptr + _channel_of(offsets, inner, channels, LAYOUT) * stride_c
-    scale, offset = _domain(scale_bits, offset_bits, ACC)
+    scale, offset = _domain(scale, offset, ACC)
     lam, flip, sum_scale, tail = _dct_sum(x, scale, offset, ODD, CLAMP, ACC)
     d = tl.zeros([BLOCK], ACC)  # d_{j+1}, b_{j+1}, b_2 (b_1 at the end) from j = K - 1 down
     b = tl.zeros([BLOCK], ACC)
@@ -242,10 +241,10 @@ def _dct_backward_tile(g, x, mask, channel_ptrs, partial_ptrs, partial_mask, num
     return grad_x
 
 
-@triton.jit(do_not_specialize=["scale_bits", "offset_bits"])
-def _dct_backward_runs_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_ptr, scale_bits,
-                              offset_bits, per_channel, inner, channels, stride_c, stride_j,
-                              num_coeffs,
+@triton.jit
+def _dct_backward_runs_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_ptr,
+                              scale: tl.float64, offset: tl.float64, per_channel, inner,
+                              channels, stride_c, stride_j, num_coeffs,
                               LAYOUT: tl.constexpr, ODD: tl.constexpr, CLAMP: tl.constexpr,
                               GRAD_X: tl.constexpr, GRAD_COEFFS: tl.constexpr,
                               BLOCK: tl.constexpr, ACC: tl.constexpr):
@@ -257,11 +256,12 @@ def _dct_backward_runs_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_pt
     if LAYOUT == 0:
         offsets = positions
     else:
-        offsets = (positions // inner) * (channels * inner) + channel * inner + positions % inner
+        # Integer arguments below 2^31 are int32: each product starts from an int64.
+        offsets = (positions // inner) * channels * inner + channel * inner + positions % inner
     g = tl.load(grad_ptr + offsets, mask=mask, other=0.0).to(ACC)
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
     channel_ptrs = table_ptr + channel * stride_c + offsets * 0
-    scale, offset = _domain(scale_bits, offset_bits, ACC)
+    scale, offset = _domain(scale, offset, ACC)
     grad_x = _dct_backward_tile(g, x, mask, channel_ptrs,
                                 partial_ptr + tile * num_coeffs * channels + channel, True,
                                 num_coeffs, stride_j, channels, scale, offset, ODD, CLAMP, GRAD_X,
@@ -270,11 +270,11 @@ def _dct_backward_runs_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_pt
         tl.store(grad_x_ptr + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit(do_not_specialize=["scale_bits", "offset_bits"])
-def _dct_backward_rows_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_ptr, scale_bits,
-                              offset_bits, rows, channels, stride_c, stride_j, num_coeffs,
-                              ODD: tl.constexpr,
-                              CLAMP: tl.constexpr, GRAD_X: tl.constexpr,
+@triton.jit
+def _dct_backward_rows_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_ptr,
+                              scale: tl.float64, offset: tl.float64, rows, channels, stride_c,
+                              stride_j, num_coeffs, ODD: tl.constexpr, CLAMP: tl.constexpr,
+                              GRAD_X: tl.constexpr,
                               GRAD_COEFFS: tl.constexpr, ROWS: tl.constexpr,
                               COLUMNS: tl.constexpr, ACC: tl.constexpr):
     # Program (row tile, channel tile) of a [rows, channels] tensor (channels fastest).
@@ -288,7 +288,7 @@ def _dct_backward_rows_kernel(grad_ptr, x_ptr, grad_x_ptr, partial_ptr, table_pt
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(ACC)
     channel_ptrs = table_ptr + (column * stride_c)[None, :] + offsets * 0
     partial_ptrs = partial_ptr + tile * num_coeffs * channels + column
-    scale, offset = _domain(scale_bits, offset_bits, ACC)
+    scale, offset = _domain(scale, offset, ACC)
     grad_x = _dct_backward_tile(g, x, mask, channel_ptrs, partial_ptrs, in_columns, num_coeffs,
                                 stride_j, channels, scale, offset, ODD, CLAMP, GRAD_X,
                                 GRAD_COEFFS, ACC)
@@ -307,7 +307,8 @@ def _sum_pieces_kernel(partial_ptr, out_ptr, pieces, width, BLOCK: tl.constexpr,
     for first in range(0, pieces, CHUNK):
         chunk = tl.zeros([BLOCK], ACC)
         for piece in range(first, tl.minimum(first + CHUNK, pieces)):
-            chunk += tl.load(partial_ptr + piece * width + columns, mask=mask, other=0.0)
+            row = tl.cast(piece, tl.int64) * width  # pieces * width may pass 2^31
+            chunk += tl.load(partial_ptr + row + columns, mask=mask, other=0.0)
         total += chunk
     tl.store(out_ptr + columns, total, mask=mask)
 
@@ -321,14 +322,9 @@ def _channel_view(dense: Tensor, channel_dim: int, rows: int) -> tuple[int, int,
     return (CHANNELS_FASTEST if inner == 1 else RUNS), dense.numel() // (rows * inner), rows, inner
 
 
-def _bits(value: float) -> int:
-    """A float64's bit pattern as an int64 (see _domain)."""
-    return struct.unpack("<q", struct.pack("<d", value))[0]
-
-
 def _tables(coeffs: Tensor, compute: torch.dtype, layout: int, lo: float, hi: float, odd: bool,
             slope: bool):
-    """(table, stride_c, stride_j, scale bits, offset bits): the coefficients (or the slope
+    """(table, stride_c, stride_j, scale, offset): the coefficients (or the slope
     coefficients G_j = -pi k_j F_j * scale) in the compute type, [K, C] when channels are
     fastest (so that a warp's channels are contiguous) else [C, K]; t = x * scale + offset."""
     scale, offset = 1.0 / (hi - lo), -lo / (hi - lo)
@@ -343,7 +339,7 @@ def _tables(coeffs: Tensor, compute: torch.dtype, layout: int, lo: float, hi: fl
     else:
         table = table.contiguous()
         strides = (table.stride(0), 1)
-    return table, strides[0], strides[1], _bits(scale), _bits(offset)
+    return table, strides[0], strides[1], scale, offset
 
 
 @torch.library.custom_op("fastact_triton::dct_activation", mutates_args=())

@@ -88,10 +88,11 @@ def _radial_backward_kernel(grad_u_ptr, u_ptr, radius_ptr, partial_ptr, bias_ptr
     sum_all = tl.zeros((BLOCK,), ACC)
     for start in range(0, positions, BLOCK):
         p = start + offsets
-        column = partial_ptr + c * sum_stride_c + p * sum_stride_p
+        # Integer arguments below 2^31 are int32, and cols (blocks * cols) may pass 2^31.
+        column = partial_ptr + c * sum_stride_c + p.to(tl.int64) * sum_stride_p
         s = tl.zeros((BLOCK,), ACC)
         for b in range(0, blocks):
-            s += tl.load(column + b * cols, mask=p < positions, other=0.0)
+            s += tl.load(column + tl.cast(b, tl.int64) * cols, mask=p < positions, other=0.0)
         sum_all += s
         if HAS_BIAS:
             bias = tl.load(bias_ptr + c * bias_stride_c + p * bias_stride_p, mask=p < positions,
