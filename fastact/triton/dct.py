@@ -16,6 +16,7 @@ import triton.language as tl
 from torch import Tensor
 
 from fastact.triton._common import compute_dtype, in_layout_of, launch, torch_compute_dtype
+from fastact.triton._sincospi import round_to_integer, sincospi_quarter
 
 SHARED, CHANNELS_FASTEST, RUNS = 0, 1, 2
 
@@ -25,67 +26,29 @@ RUN_TILE, RUN_WARPS = 1024, 4  # backward, channel-constant runs: elements of on
 ROW_TILE, CHANNEL_TILE, ROW_WARPS = 64, 32, 8  # backward, channels fastest: [rows, channels]
 SUM_BLOCK, SUM_CHUNK = 512, 64  # pass 2: outputs per program (4 warps); pieces per inner sum
 
-# Coefficients of sin(pi q) / q and cos(pi q) in q^2 (see sincospi_quarter in dct.h).
-_SIN32 = [tl.constexpr(float.fromhex(h)) for h in (
-    "0x1.921fb52e6a14ep+1", "-0x1.4abbb900384bap+2", "0x1.465e91edb88dfp+1",
-    "-0x1.2d93020f8ef45p-1",)]
-_COS32 = [tl.constexpr(float.fromhex(h)) for h in (
-    "0x1.0000000000000p+0", "-0x1.3bd3cc7b834e6p+2", "0x1.03c1dd95f824ap+2",
-    "-0x1.55c5dfb0099aap+0", "0x1.d9d57b00c1358p-3",)]
-_SIN64 = [tl.constexpr(float.fromhex(h)) for h in (
-    "0x1.921fb54442d18p+1", "-0x1.4abbce625be41p+2", "0x1.466bc67758700p+1",
-    "-0x1.32d2cce2d535fp-1", "0x1.50782fca38aacp-4", "-0x1.e30063a01d33fp-8",
-    "0x1.e3eed5ca3247ep-12",)]
-_COS64 = [tl.constexpr(float.fromhex(h)) for h in (
-    "0x1.0000000000000p+0", "-0x1.3bd3cc9be45dep+2", "0x1.03c1f081b5aaep+2",
-    "-0x1.55d3c7e3c9280p+0", "0x1.e1f5068367abdp-3", "-0x1.a6d1ec7e074dbp-6",
-    "0x1.f9cc40a9c4aecp-10", "-0x1.b263c2807b052p-14",)]
-S32_0, S32_1, S32_2, S32_3 = _SIN32
-C32_0, C32_1, C32_2, C32_3, C32_4 = _COS32
-S64_0, S64_1, S64_2, S64_3, S64_4, S64_5, S64_6 = _SIN64
-C64_0, C64_1, C64_2, C64_3, C64_4, C64_5, C64_6, C64_7 = _COS64
-
-
 @triton.jit
-def _round_to_integer(v, ACC: tl.constexpr):
-    # Nearest integer, ties to even: adding and subtracting 2^23 (2^52) rounds the fraction
-    # away; larger |v| are integers already; NaN and inf pass.
-    if ACC == tl.float64:
-        big = 4503599627370496.0
+def _dct_phase(x, scale, offset, ODD: tl.constexpr, CLAMP: tl.constexpr, ACC: tl.constexpr):
+    # dct_phase of dct.h: t = x * scale + offset (clamped with CLAMP) reduced by the exact
+    # symmetries, m = round(t), d = t - m, parity = (-1)^m, and the angle q whose sincos starts
+    # the recurrence (mirrored about 1/4 for the odd basis). `flows` is CLAMP's gradient gate
+    # (NaN: no gradient, as torch.clamp).
+    t = x * scale + offset
+    flows = (t >= 0.0) & (t <= 1.0)
+    if CLAMP:
+        t = tl.where(t < 0.0, 0.0, tl.where(t > 1.0, 1.0, t))
+    m = round_to_integer(t, ACC)
+    d = t - m
+    r = tl.abs(d)
+    half_m = m * 0.5
+    parity = tl.where(round_to_integer(half_m, ACC) != half_m, -1.0, 1.0)
+    if ODD:
+        mirrored = r > 0.25
+        q = tl.where(mirrored, 0.5 - r, r)
     else:
-        big = 8388608.0
-    shift = tl.where(v < 0.0, -big, big)
-    rounded = (v + shift) - shift
-    return tl.where(tl.abs(v) < big, rounded, v)
-
-
-@triton.jit
-def _sincospi_quarter(q, ACC: tl.constexpr):
-    # sin(pi q) and cos(pi q) for q in [0, 1/4].
-    q2 = q * q
-    if ACC == tl.float64:
-        s = S64_6 * q2 + S64_5
-        s = s * q2 + S64_4
-        s = s * q2 + S64_3
-        s = s * q2 + S64_2
-        s = s * q2 + S64_1
-        s = s * q2 + S64_0
-        c = C64_7 * q2 + C64_6
-        c = c * q2 + C64_5
-        c = c * q2 + C64_4
-        c = c * q2 + C64_3
-        c = c * q2 + C64_2
-        c = c * q2 + C64_1
-        c = c * q2 + C64_0
-    else:
-        s = S32_3 * q2 + S32_2
-        s = s * q2 + S32_1
-        s = s * q2 + S32_0
-        c = C32_4 * q2 + C32_3
-        c = c * q2 + C32_2
-        c = c * q2 + C32_1
-        c = c * q2 + C32_0
-    return s * q, c
+        mirrored = r < 0.0  # the basis of every frequency is never mirrored
+        q = r * 0.5
+    s, c = sincospi_quarter(q, ACC)
+    return d, parity, mirrored, s, c, flows
 
 
 @triton.jit
@@ -93,22 +56,8 @@ def _dct_point(x, scale, offset, ODD: tl.constexpr, CLAMP: tl.constexpr, ACC: tl
     # dct_point of dct.h: cos(pi k_j t) = (j even ? cos_sign_even : cos_sign_odd) * c_j and
     # sin(pi k_j t) = (j even ? sin_sign_even : sin_sign_odd) * s_j, c_j and s_j from the
     # recurrence started at (first, difference).
-    t = x * scale + offset
-    flows = (t >= 0.0) & (t <= 1.0)  # used with CLAMP only (NaN: no gradient, as torch.clamp)
-    if CLAMP:
-        t = tl.where(t < 0.0, 0.0, tl.where(t > 1.0, 1.0, t))
-    m = _round_to_integer(t, ACC)
-    d = t - m
-    r = tl.abs(d)
-    half_m = m * 0.5
-    parity = tl.where(_round_to_integer(half_m, ACC) != half_m, -1.0, 1.0)
+    d, parity, mirrored, s, c, flows = _dct_phase(x, scale, offset, ODD, CLAMP, ACC)
     sign_d = tl.where(d < 0.0, -1.0, 1.0)
-    if ODD:
-        mirrored = r > 0.25
-        q = tl.where(mirrored, 0.5 - r, r)
-    else:
-        q = r * 0.5
-    s, c = _sincospi_quarter(q, ACC)
     lam = -4.0 * s * s
     if ODD:
         cos_first = tl.where(mirrored, s, c)
@@ -137,19 +86,7 @@ def _dct_point(x, scale, offset, ODD: tl.constexpr, CLAMP: tl.constexpr, ACC: tl
 def _dct_sum(x, scale, offset, ODD: tl.constexpr, CLAMP: tl.constexpr, ACC: tl.constexpr):
     # dct_sum of dct.h: the forward's Clenshaw sum in Reinsch's form, d_j = d_{j+1} + G_j +
     # lam b_{j+1}, b_j = b_{j+1} + d_j, G_j = (j odd ? flip : 1) F_j, y = scale (d_0 + tail b_1).
-    t = x * scale + offset
-    if CLAMP:
-        t = tl.where(t < 0.0, 0.0, tl.where(t > 1.0, 1.0, t))
-    m = _round_to_integer(t, ACC)
-    r = tl.abs(t - m)
-    half_m = m * 0.5
-    parity = tl.where(_round_to_integer(half_m, ACC) != half_m, -1.0, 1.0)
-    if ODD:
-        mirrored = r > 0.25
-        q = tl.where(mirrored, 0.5 - r, r)
-    else:
-        q = r * 0.5
-    s, c = _sincospi_quarter(q, ACC)
+    d, parity, mirrored, s, c, flows = _dct_phase(x, scale, offset, ODD, CLAMP, ACC)
     lam = -4.0 * s * s
     if ODD:
         flip = tl.where(mirrored, -1.0, 1.0)
