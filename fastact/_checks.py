@@ -51,9 +51,14 @@ class NotScriptable:
         not_scriptable(f"nn.{type(self).__name__}")
 
 
-def not_differentiable_again(op: str):
-    """The autograd formula of a backward op that has none: a clear error on double backward."""
-    def backward(ctx, *grads):
-        raise RuntimeError(f"fastact.{op}: the backward op is not differentiable (double "
-                           "backward is not supported)")
-    return backward
+def register_backward_ops(namespace: str, fakes: dict) -> None:
+    """Registers the fake kernel of each of `namespace`'s backward ops (name -> fake) and, as
+    its autograd formula, a clear error on double backward (these ops have none)."""
+    for name, fake in fakes.items():
+        def backward(ctx, *grads, name=name):
+            raise RuntimeError(f"fastact.{name}: the backward op is not differentiable (double "
+                               "backward is not supported)")
+
+        torch.library.register_fake(f"{namespace}::{name}", fake)
+        torch.library.register_autograd(f"{namespace}::{name}", backward,
+                                        setup_context=lambda ctx, inputs, output: None)

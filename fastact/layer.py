@@ -284,14 +284,10 @@ def _register(namespace: str) -> None:
     ]:
         torch.library.register_fake(f"{namespace}::{name}", fake)
         torch.library.register_autograd(f"{namespace}::{name}", grad, setup_context=setup)
-    for name, fake in [
-        ("geometric_relu_linear_backward", fake_linear_backward),
-        ("geometric_relu_conv2d_backward", fake_conv2d_backward),
-    ]:
-        torch.library.register_fake(f"{namespace}::{name}", fake)
-        torch.library.register_autograd(f"{namespace}::{name}",
-                                        _checks.not_differentiable_again(name),
-                                        setup_context=lambda ctx, inputs, output: None)
+    _checks.register_backward_ops(namespace, {
+        "geometric_relu_linear_backward": fake_linear_backward,
+        "geometric_relu_conv2d_backward": fake_conv2d_backward,
+    })
     for name in ("geometric_relu_linear", "geometric_relu_conv2d"):
         _register_autocast(namespace, name)
 

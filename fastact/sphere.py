@@ -92,14 +92,10 @@ def _register(namespace: str) -> None:
     ]:
         torch.library.register_fake(f"{namespace}::{name}", fake)
         torch.library.register_autograd(f"{namespace}::{name}", grad, setup_context=_save_input)
-    for name, fake in [
-        ("spherical_to_cartesian_backward", fake_spherical_to_cartesian_backward),
-        ("cartesian_to_spherical_backward", fake_cartesian_to_spherical_backward),
-    ]:
-        torch.library.register_fake(f"{namespace}::{name}", fake)
-        torch.library.register_autograd(f"{namespace}::{name}",
-                                        _checks.not_differentiable_again(name),
-                                        setup_context=lambda ctx, inputs, output: None)
+    _checks.register_backward_ops(namespace, {
+        "spherical_to_cartesian_backward": fake_spherical_to_cartesian_backward,
+        "cartesian_to_spherical_backward": fake_cartesian_to_spherical_backward,
+    })
 
 
 if _extension.loaded():
