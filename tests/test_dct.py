@@ -29,7 +29,7 @@ CASES = [
 
 
 def case_params():
-    for pair in BACKEND_DEVICES:
+    for pair in KERNEL_BACKEND_DEVICES:
         for dtype in FLOAT_DTYPES:
             for i, case in enumerate(CASES):
                 yield pytest.param(*pair.values, dtype, case, marks=pair.marks,
@@ -46,8 +46,25 @@ def test_matches_reference(backend, device, dtype, case):
                             frequencies=frequencies, boundary=boundary)
 
 
+def test_reference_dtype_handling():
+    """The oracle itself (the kernels are checked against its float64 run; their own ids do
+    not compare it with itself): half types compute in float32 and come back in their dtype,
+    float32 stays float32, and every dtype is within the kernels' bounds of float64."""
+    torch.manual_seed(0)
+    x64 = torch.randn(64, 12, dtype=torch.float64) * 1.3
+    coeffs64 = torch.randn(12, 5, dtype=torch.float64)
+    for dtype in FLOAT_DTYPES:
+        x, coeffs = x64.to(dtype), coeffs64.to(dtype)
+        y = fastact.reference.dct_activation(x, coeffs)
+        assert y.dtype == dtype
+        if dtype in (torch.float16, torch.bfloat16):  # the float32 computation, rounded once
+            expected = fastact.reference.dct_activation(x.float(), coeffs.float()).to(dtype)
+            assert torch.equal(y, expected)
+        check_against_reference("reference", x, coeffs)
+
+
 @pytest.mark.parametrize("frequencies", ["odd", "all"])
-@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_float32_error_is_near_the_unit_roundoff(backend, device, frequencies):
     """The bound above is a worst case over wide inputs; on the domain the error is a few ulps.
     Term j's error is at most pi k_j u / 2 (t in [0, 1]) plus the recurrence's ~2j u, so
@@ -103,7 +120,7 @@ def test_shared_coefficients_any_rank_and_channel_dim(backend, device):
             check_against_reference(backend, x, coeffs, channel_dim=channel_dim)
 
 
-@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_odd_sizes(backend, device):
     sizes = [1, 7, 1023] + ([] if interpreted(backend, device) else [2**20 + 3])
     for n in sizes:
@@ -124,7 +141,7 @@ def special_points(lo, hi):
 @pytest.mark.parametrize("boundary", ["periodic", "clamp"])
 @pytest.mark.parametrize("frequencies", ["odd", "all"])
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
-@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_domain_edges_and_special_values(backend, device, dtype, frequencies, boundary):
     """x exactly at lo, hi, the middle and quarters, outside (periodic: the series repeats;
     clamp: held at the edge, no gradient), huge, +-inf and NaN: within the bounds of the
@@ -363,7 +380,7 @@ def test_opcheck(backend, device):
                                   (torch.randn_like(x), x.detach(), c.detach(), *arguments, mask))
 
 
-@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_torch_compile_fullgraph(backend, device):
     torch._dynamo.reset()
     layer = fastact.nn.DCTActivation(8, 6, domain=(-2.0, 2.0)).to(device)
