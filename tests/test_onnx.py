@@ -223,7 +223,7 @@ def test_torchscript_exporter_works_too(tmp_path):
 def test_dynamo_exporter_of_the_issue_model(tmp_path):
     """The former failure of dynamo=True ("Failed to convert the exported program": no
     translation for fastact::*), with the call of the issue: no extra argument. Its operators
-    are the ones the README lists."""
+    are the ones docs/deploy.md lists."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), fastact.nn.Hat(), fastact.nn.DCTActivation(32),
                           fastact.nn.GeometricReLU(32, 8)).eval()
