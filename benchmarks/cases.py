@@ -5,6 +5,7 @@ and test_speed.py take the cases from here; a new op adds its module to MODULES.
 
 from __future__ import annotations
 
+import bench_call_cost
 import bench_dct
 import bench_geometric_relu
 import bench_geometric_relu_conv2d
@@ -17,6 +18,10 @@ MODULES = {
     "spherical_to_cartesian": bench_spherical_to_cartesian,
     "geometric_relu": bench_geometric_relu,
     "geometric_relu_conv2d": bench_geometric_relu_conv2d,
+    # The call cost section: modules on small tensors against the native module.
+    "hat_call": bench_call_cost.hat,
+    "dct_call": bench_call_cost.dct,
+    "geometric_relu_frozen": bench_call_cost.geometric_relu_frozen,
 }
 OPS = {op: module.cases for op, module in MODULES.items()}
 

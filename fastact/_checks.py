@@ -3,7 +3,9 @@ expected, and is raised before any kernel runs."""
 
 import torch
 
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+from fastact import _extension
+
+FLOAT_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64))
 
 
 def float_tensor(op: str, name: str, value) -> None:
@@ -26,6 +28,8 @@ def float_tensor(op: str, name: str, value) -> None:
 def same_device(op: str, **tensors) -> None:
     """All the given tensors (None skipped) live on one device."""
     present = {name: t for name, t in tensors.items() if t is not None}
+    if all(t.is_cpu for t in present.values()):
+        return  # the common case, without building torch.device objects (~0.5 us each)
     devices = {t.device for t in present.values()}
     if len(devices) > 1:
         listed = ", ".join(f"{name} on {t.device}" for name, t in present.items())
@@ -62,3 +66,10 @@ def register_backward_ops(namespace: str, fakes: dict) -> None:
         torch.library.register_fake(f"{namespace}::{name}", fake)
         torch.library.register_autograd(f"{namespace}::{name}", backward,
                                         setup_context=lambda ctx, inputs, output: None)
+
+
+def register_autograd(qualname: str, backward, setup_context) -> None:
+    """torch.library.register_autograd, unless the compiled library registers the op's autograd
+    in C++ (the fastact:: forward ops: a Python autograd kernel costs ~5 us a call)."""
+    if qualname not in _extension.CPP_AUTOGRAD_OPS:
+        torch.library.register_autograd(qualname, backward, setup_context=setup_context)

@@ -34,6 +34,16 @@ KERNEL_DEVICES = frozenset(
 )
 
 
+# The ops whose autograd fastact._C registers in C++ (csrc/host/autograd.h), read before the
+# Python modules register theirs: those register none for these.
+CPP_AUTOGRAD_OPS = frozenset(
+    name
+    for name in (torch._C._dispatch_get_all_op_names() if _C is not None else ())
+    if name.startswith("fastact::")
+    and torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd")
+)
+
+
 def has_kernels_for(device_type: str) -> bool:
     """Whether fastact._C was built with kernels for `device_type` ("cpu" or "cuda")."""
     return device_type in KERNEL_DEVICES

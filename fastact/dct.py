@@ -61,28 +61,37 @@ def domain_of(domain) -> tuple[float, float]:
     return lo, hi
 
 
+# The range of 1 / (hi - lo) per compute type (float32 for 16/32-bit x): see _domain_fits.
+_SCALE_RANGE = {
+    compute: (torch.finfo(compute).tiny, torch.finfo(compute).max)
+    for compute in (torch.float32, torch.float64)
+}
+
+
+# A domain that fits float32 fits float64.
+_FLOAT32_SCALE = _SCALE_RANGE[torch.float32]
+
+
 def _domain_fits(lo: float, hi: float, dtype: torch.dtype) -> None:
     """t = x * scale + offset is computed in float32 (float64 for float64 x): a scale
     1 / (hi - lo) beyond that type's normal range would overflow (NaN for every x) or lose its
     precision. (|offset| = |lo| / (hi - lo) <= 2^53 always: hi - lo >= an ulp of lo.)"""
     compute = torch.float64 if dtype == torch.float64 else torch.float32
-    info = torch.finfo(compute)
-    if not info.tiny <= 1.0 / (hi - lo) <= info.max:
+    tiny, largest = _SCALE_RANGE[compute]
+    if not tiny <= 1.0 / (hi - lo) <= largest:
         raise ValueError(
             f"fastact.dct_activation: domain ({lo!r}, {hi!r}) does not fit {dtype} x, computed "
-            f"in {compute}: hi - lo must be between {1 / info.max:.4g} and {1 / info.tiny:.4g}"
+            f"in {compute}: hi - lo must be between {1 / largest:.4g} and {1 / tiny:.4g}"
         )
 
 
-def _arguments(x, coeffs, channel_dim, domain, frequencies, boundary):
-    """Checks every argument and returns (coeffs as [rows, K], channel_dim >= 0, lo, hi)."""
+def _tensor_arguments(x, coeffs, channel_dim, lo, hi):
+    """Checks x, coeffs and channel_dim (the domain already checked by domain_of) and returns
+    (coeffs as [rows, K], channel_dim >= 0)."""
     op = "dct_activation"
     _checks.float_tensor(op, "x", x)
     _checks.float_tensor(op, "coeffs", coeffs)
     _checks.same_device(op, x=x, coeffs=coeffs)
-    check_choice("frequencies", frequencies, FREQUENCIES)
-    check_choice("boundary", boundary, BOUNDARIES)
-    lo, hi = domain_of(domain)
     _domain_fits(lo, hi, x.dtype)
     if isinstance(channel_dim, bool) or not isinstance(channel_dim, int):
         raise TypeError(f"fastact.{op}: channel_dim must be an int, got {channel_dim!r}")
@@ -93,7 +102,7 @@ def _arguments(x, coeffs, channel_dim, domain, frequencies, boundary):
         )
     table = coeffs.reshape(1, -1) if coeffs.dim() == 1 else coeffs
     if table.shape[0] == 1:
-        return table, 0, lo, hi  # shared by every channel: channel_dim plays no part
+        return table, 0  # shared by every channel: channel_dim plays no part
     if x.dim() == 0:
         raise ValueError(f"fastact.{op}: coeffs has {table.shape[0]} rows, one per channel, but "
                          "x is a scalar (no channel dimension); use a single shared row")
@@ -110,7 +119,7 @@ def _arguments(x, coeffs, channel_dim, domain, frequencies, boundary):
             f"channels along channel_dim={channel_dim} (x shape {tuple(x.shape)}); expected one "
             "row per channel or a single shared row"
         )
-    return table, channel_dim, lo, hi
+    return table, channel_dim
 
 
 def dct_activation(x: Tensor, coeffs: Tensor, *, channel_dim: int = 1,
@@ -130,13 +139,33 @@ def dct_activation(x: Tensor, coeffs: Tensor, *, channel_dim: int = 1,
     sums), accumulated in float32 (float64 for float64 x). float16/bfloat16 compute in float32;
     the output has x's dtype, shape and layout.
     """
-    table, channel_dim, lo, hi = _arguments(x, coeffs, channel_dim, domain, frequencies, boundary)
+    check_choice("frequencies", frequencies, FREQUENCIES)
+    check_choice("boundary", boundary, BOUNDARIES)
+    lo, hi = domain_of(domain)
+    return dct_series(x, coeffs, channel_dim, lo, hi, frequencies == "odd", boundary == "clamp")
+
+
+def dct_series(x: Tensor, coeffs: Tensor, channel_dim: int, lo: float, hi: float, odd: bool,
+               clamp: bool) -> Tensor:
+    """dct_activation with the basis arguments checked and decoded (lo, hi from domain_of; the
+    module checks them once, at construction)."""
+    if (_backend.auto_cpu(x) and type(channel_dim) is int and 0 <= channel_dim < x.dim()
+            and isinstance(coeffs, Tensor) and coeffs.is_cpu and coeffs.dim() == 2
+            and (coeffs.shape[0] == 1 or coeffs.shape[0] == x.shape[channel_dim])
+            and coeffs.shape[1] > 0
+            and x.dtype in _checks.FLOAT_DTYPES and coeffs.dtype in _checks.FLOAT_DTYPES
+            and _FLOAT32_SCALE[0] <= 1.0 / (hi - lo) <= _FLOAT32_SCALE[1]):
+        # The hot path: every argument is valid (each test above fails for any input that
+        # _tensor_arguments would reject), and the C++ op checks them again.
+        return torch.ops.fastact.dct_activation.default(x, coeffs, channel_dim, lo, hi, odd,
+                                                        clamp)
+    table, channel_dim = _tensor_arguments(x, coeffs, channel_dim, lo, hi)
     backend = _backend.select("dct_activation", x.device)
     if backend == "reference":
         return reference.dct_activation(x, coeffs, channel_dim=channel_dim, domain=(lo, hi),
-                                        frequencies=frequencies, boundary=boundary)
-    return _backend.ops(backend).dct_activation(x, table, channel_dim, lo, hi,
-                                                frequencies == "odd", boundary == "clamp")
+                                        frequencies="odd" if odd else "all",
+                                        boundary="clamp" if clamp else "periodic")
+    return _backend.ops(backend).dct_activation(x, table, channel_dim, lo, hi, odd, clamp)
 
 
 def _register(namespace: str) -> None:
@@ -192,8 +221,7 @@ def _register(namespace: str) -> None:
 
     torch.library.register_fake(f"{namespace}::dct_activation", fake_forward)
     torch.library.register_fake(f"{namespace}::dct_activation_backward", fake_backward)
-    torch.library.register_autograd(f"{namespace}::dct_activation", backward,
-                                    setup_context=setup_context)
+    _checks.register_autograd(f"{namespace}::dct_activation", backward, setup_context)
     torch.library.register_autograd(f"{namespace}::dct_activation_backward", double_backward,
                                     setup_context=setup_backward_context)
 

@@ -23,6 +23,8 @@ def hat(x: Tensor) -> Tensor:
     relu(x) - 2 relu(x - 1) + relu(x - 2)). NaN gives NaN with gradient 0; +-inf give 0.
     float16/bfloat16 compute in float32; the output has x's dtype, shape and layout.
     """
+    if _backend.auto_cpu(x) and x.dtype in _checks.FLOAT_DTYPES:
+        return torch.ops.fastact.hat.default(x)
     _checks.float_tensor("hat", "x", x)
     backend = _backend.select("hat", x.device)
     if backend == "reference":
@@ -56,7 +58,7 @@ def _register(namespace: str) -> None:
 
     torch.library.register_fake(f"{namespace}::hat", fake_forward)
     torch.library.register_fake(f"{namespace}::hat_backward", fake_backward)
-    torch.library.register_autograd(f"{namespace}::hat", forward_grad, setup_context=save_x)
+    _checks.register_autograd(f"{namespace}::hat", forward_grad, save_x)
     torch.library.register_autograd(
         f"{namespace}::hat_backward", backward_grad, setup_context=save_x
     )

@@ -14,6 +14,7 @@ and autocast of both namespaces; the backward ops are not differentiable again. 
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import Tensor
@@ -84,6 +85,43 @@ def geometric_relu(x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None
     return linear(_backend.select("geometric_relu", x.device), x, theta, radius, bias)
 
 
+# id(theta) -> (weak reference to theta, key, u) for the angles whose directions were computed
+# without a gradient: see directions(). An entry goes with its theta (the reference's callback).
+_DIRECTIONS: dict = {}
+
+
+def directions(backend: str, theta: Tensor) -> Tensor:
+    """u = spherical_to_cartesian(theta) on `backend` (not "reference"). When nothing needs its
+    gradient (eval under no_grad or inference_mode, frozen angles) u is cached per theta and served
+    again while theta's version counter, storage, device and dtype and the backend are the same:
+    any in-place change (an optimizer step, load_state_dict, a copy_) or .to() computes it anew.
+    A frozen GmP layer then costs what nn.Linear + nn.ReLU cost, where the map alone can cost
+    more than the matmul. Never while compiling or exporting (the graph computes u), and never
+    when theta needs a gradient: training computes the map once per step, exactly as before.
+    Changes that bypass the version counter (through .data or .numpy()) are not seen:
+    clear_directions_cache() after those."""
+    ops = _backend.ops(backend)
+    if ((torch.is_grad_enabled() and theta.requires_grad) or backend == _backend.ONNX
+            or torch.compiler.is_compiling()):
+        return ops.spherical_to_cartesian(theta)
+    key = (theta._version, theta.data_ptr(), theta.device, theta.dtype, backend,
+           torch.is_inference_mode_enabled())
+    cached = _DIRECTIONS.get(id(theta))
+    if cached is not None and cached[0]() is theta and cached[1] == key:
+        return cached[2]
+    u = ops.spherical_to_cartesian(theta)
+    identity = id(theta)
+    _DIRECTIONS[identity] = (
+        weakref.ref(theta, lambda _, identity=identity: _DIRECTIONS.pop(identity, None)), key, u)
+    return u
+
+
+def clear_directions_cache() -> None:
+    """Drops every cached u of directions() (after changing angles through .data or .numpy(),
+    which the version counter does not see)."""
+    _DIRECTIONS.clear()
+
+
 def linear(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor | None,
            input_mean: Tensor | None = None) -> Tensor:
     """geometric_relu on `backend` (one of _backend.select's answers), arguments checked by the
@@ -96,12 +134,11 @@ def linear(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor 
         if amp is not None:  # F.linear casts x, u and the bias itself
             radius = radius.to(amp)
         return reference.geometric_relu(x, theta, radius, bias)
-    ops = _backend.ops(backend)
-    u = ops.spherical_to_cartesian(theta)
+    u = directions(backend, theta)
     if input_mean is not None:
         folded = -torch.mv(u, input_mean.to(u.dtype))
         bias = folded if bias is None else bias + folded
-    return ops.geometric_relu_linear(x, u, radius, bias)[0]
+    return _backend.ops(backend).geometric_relu_linear(x, u, radius, bias)[0]
 
 
 def pair(op: str, name: str, value, minimum: int) -> tuple[int, int]:
@@ -180,15 +217,15 @@ def conv2d(backend: str, x: Tensor, theta: Tensor, radius: Tensor, bias: Tensor 
                                             stride=stride, padding=padding, dilation=dilation,
                                             groups=groups)
     else:
-        ops = _backend.ops(backend)
-        u = ops.spherical_to_cartesian(theta)
+        u = directions(backend, theta)
         # in/groups from u, not x: the TorchScript ONNX exporter needs the filters' shape and
         # cannot infer it from x's when x has a dynamic dimension
         u = u.view(u.shape[0], u.shape[1] // (kernel_size[0] * kernel_size[1]), *kernel_size)
         if input_mean is not None:
             bias = _fold_input_mean(x, u, bias, input_mean.to(u.dtype), stride, padding, dilation,
                                     groups)
-        z = ops.geometric_relu_conv2d(x, u, radius, bias, stride, padding, dilation, groups)[0]
+        z = _backend.ops(backend).geometric_relu_conv2d(x, u, radius, bias, stride, padding,
+                                                        dilation, groups)[0]
     return z.squeeze(0) if unbatched else z
 
 
@@ -283,7 +320,7 @@ def _register(namespace: str) -> None:
         ("geometric_relu_conv2d", fake_conv2d, conv2d_grad, save_conv2d),
     ]:
         torch.library.register_fake(f"{namespace}::{name}", fake)
-        torch.library.register_autograd(f"{namespace}::{name}", grad, setup_context=setup)
+        _checks.register_autograd(f"{namespace}::{name}", grad, setup)
     _checks.register_backward_ops(namespace, {
         "geometric_relu_linear_backward": fake_linear_backward,
         "geometric_relu_conv2d_backward": fake_conv2d_backward,

@@ -91,7 +91,7 @@ def _register(namespace: str) -> None:
         ("cartesian_to_spherical", fake_cartesian_to_spherical, cartesian_to_spherical_grad),
     ]:
         torch.library.register_fake(f"{namespace}::{name}", fake)
-        torch.library.register_autograd(f"{namespace}::{name}", grad, setup_context=_save_input)
+        _checks.register_autograd(f"{namespace}::{name}", grad, _save_input)
     _checks.register_backward_ops(namespace, {
         "spherical_to_cartesian_backward": fake_spherical_to_cartesian_backward,
         "cartesian_to_spherical_backward": fake_cartesian_to_spherical_backward,

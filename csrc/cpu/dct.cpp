@@ -52,12 +52,33 @@ DctProblem make_problem(const DctCall& call) {
   return p;
 }
 
+// Work per parallel range: at least this many elements, so that a small tensor runs on the
+// calling thread (waking the pool costs more than its work).
+constexpr int64_t kParallelElements = 16384;
+
+int64_t grain_for(int64_t task_elements) {
+  return std::max<int64_t>(1, kParallelElements / std::max<int64_t>(1, task_elements));
+}
+
 // A [channels, K] table as the kernels read it: transposed to [K, columns] (zero padded) when
-// lane blocks run across channels, as is otherwise.
+// lane blocks run across channels, as is otherwise. A loop, not ATen ops: they cost ~10 us.
+template <typename T>
+void transpose_padded(const T* table, const DctProblem& p, T* out) {
+  for (int64_t j = 0; j < p.num_coeffs; ++j) {
+    T* row = out + j * p.columns;
+    for (int64_t c = 0; c < p.channels; ++c) row[c] = table[c * p.num_coeffs + j];
+    std::fill(row + p.channels, row + p.columns, T(0));
+  }
+}
+
 at::Tensor kernel_table(const at::Tensor& table, const DctProblem& p) {
   if (!p.lanes_are_channels) return table;
-  at::Tensor transposed = at::zeros({p.num_coeffs, p.columns}, table.options());
-  transposed.narrow(1, 0, p.channels).copy_(table.t());
+  at::Tensor transposed = at::empty({p.num_coeffs, p.columns}, table.options());
+  if (table.scalar_type() == at::kDouble) {
+    transpose_padded(table.const_data_ptr<double>(), p, transposed.mutable_data_ptr<double>());
+  } else {
+    transpose_padded(table.const_data_ptr<float>(), p, transposed.mutable_data_ptr<float>());
+  }
   return transposed;
 }
 
@@ -84,7 +105,7 @@ void add_pieces(const T* partials, int64_t width, int64_t first, int64_t last, T
 template <typename T>
 void sum_partials(const T* partials, const DctProblem& p, T* out) {
   const int64_t K = p.num_coeffs, C = p.channels;
-  at::parallel_for(0, K, 1, [&](int64_t j_begin, int64_t j_end) {
+  at::parallel_for(0, K, grain_for(p.num_pieces * C), [&](int64_t j_begin, int64_t j_end) {
     std::vector<T> row(C), gathered(p.num_pieces * C);
     for (int64_t j = j_begin; j < j_end; ++j) {
       for (int64_t piece = 0; piece < p.num_pieces; ++piece) {
@@ -107,7 +128,8 @@ struct CpuDct {
     // Tasks: rows of channels, or pieces of kDctPiecePositions elements of one channel.
     const int64_t tasks = p.lanes_are_channels ? p.outer : p.channels * p.num_pieces;
     const int64_t grain =
-        p.lanes_are_channels ? std::max<int64_t>(1, kDctPiecePositions / p.channels) : 1;
+        grain_for(p.lanes_are_channels ? p.channels
+                                       : std::min(p.piece_length, p.outer * p.inner));
     const c10::ScalarType dtype = call.x.scalar_type();
     at::parallel_for(0, tasks, grain, [&](int64_t begin, int64_t end) {
       kernel(dtype, p, table.const_data_ptr(), call.x.const_data_ptr(), y.mutable_data_ptr(),
@@ -128,7 +150,10 @@ struct CpuDct {
     const int64_t lanes = call.compute == at::kDouble ? kDctLanesDouble : kDctLanesFloat;
     DctBackwardTasks* kernel = dct_backward_tasks_for_this_cpu();
     const c10::ScalarType dtype = call.x.scalar_type();
-    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    const int64_t task_elements = p.lanes_are_channels
+                                      ? std::min(p.piece_length, p.outer) * p.channel_block
+                                      : std::min(p.piece_length, p.outer * p.inner);
+    at::parallel_for(0, tasks, grain_for(task_elements), [&](int64_t begin, int64_t end) {
       std::vector<double> scratch(scratch_size(p, lanes));  // room for either type
       kernel(dtype, p, table.const_data_ptr(), call.grad.const_data_ptr(),
              call.x.const_data_ptr(), grad_x.defined() ? grad_x.mutable_data_ptr() : nullptr,

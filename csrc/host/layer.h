@@ -63,7 +63,11 @@ inline at::MemoryFormat conv_output_format(const at::Tensor& x) {
 // A per-channel tensor ([channels] or [channels, positions]) as one value per output column,
 // in the compute dtype: what the epilogue kernels read per column.
 inline at::Tensor per_column(const at::Tensor& t, const OutputGeometry& geometry) {
-  const at::Tensor values = t.to(compute_dtype(t.scalar_type()))
+  const c10::ScalarType compute = compute_dtype(t.scalar_type());
+  if (geometry.positions == 1 && t.scalar_type() == compute && t.is_contiguous()) {
+    return t.view({-1});  // already one value per column (a linear layer): no copy, no ATen ops
+  }
+  const at::Tensor values = t.to(compute)
                                 .reshape({geometry.channels, -1})
                                 .expand({geometry.channels, geometry.positions});
   return (geometry.channels_fastest ? values.t() : values).contiguous().view({-1});

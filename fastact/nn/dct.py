@@ -10,14 +10,14 @@ from torch import Tensor, nn
 
 from fastact import dct as _dct
 from fastact._checks import NotScriptable
-from fastact.dct import dct_activation
+from fastact.dct import dct_series
 
 # The initial coefficients of every ENN activation in the authors' code (the ENN class of
 # github.com/marcmartinezgost/enn), before their 2 / nft scale: the odd DCT-II coefficients of the
 # identity ramp, rounded; close to -8 / (pi k)^2 * nft / 2 but not equal (the 6th by 12%).
 ENN_CONSTANTS = (-207.6068, -23.1526, -8.3292, -4.2629, -2.5883, -1.5147)
 
-torch.fx.wrap("dct_activation")  # one node in a torch.fx graph (see fastact/nn/__init__.py)
+torch.fx.wrap("dct_series")  # one node in a torch.fx graph (see fastact/nn/__init__.py)
 
 
 class DCTActivation(NotScriptable, nn.Module):
@@ -111,8 +111,9 @@ class DCTActivation(NotScriptable, nn.Module):
             self.coeffs.copy_(self.initial_coeffs().to(self.coeffs.dtype).expand_as(self.coeffs))
 
     def forward(self, x: Tensor) -> Tensor:
-        return dct_activation(x, self.coeffs, channel_dim=self.channel_dim, domain=self.domain,
-                              frequencies=self.frequencies, boundary=self.boundary)
+        # The basis arguments were checked at construction: only the tensors are, per call.
+        return dct_series(x, self.coeffs, self.channel_dim, *self.domain,
+                          self.frequencies == "odd", self.boundary == "clamp")
 
     def extra_repr(self) -> str:
         return (f"{self.num_channels}, num_coeffs={self.num_coeffs}, "

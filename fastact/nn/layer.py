@@ -141,6 +141,12 @@ def _geometric_relu_forward(x: Tensor, theta: Tensor, radius: Tensor, bias: Tens
                             running_mean: Tensor | None, momentum: float, training: bool,
                             in_features: int) -> Tensor:
     """GeometricReLU.forward (a free function, wrapped for torch.fx)."""
+    if (running_mean is None and _backend.auto_cpu(x) and x.dtype is theta.dtype
+            and x.dim() > 0 and x.shape[-1] == in_features
+            and not torch.is_autocast_enabled("cpu")):
+        # The hot path: x fits the parameters, which the module made; the C++ op checks all.
+        u = layer.directions("cpu", theta)
+        return torch.ops.fastact.geometric_relu_linear.default(x, u, radius, bias)[0]
     op = "GeometricReLU"
     _checks.float_tensor(op, "x", x)
     if x.dim() == 0 or x.shape[-1] != in_features:
@@ -246,6 +252,14 @@ def _geometric_relu_conv2d_forward(x: Tensor, theta: Tensor, radius: Tensor, bia
                                    in_channels: int, kernel_size, stride, padding, dilation,
                                    groups: int) -> Tensor:
     """GeometricReLUConv2d.forward (a free function, wrapped for torch.fx)."""
+    if (running_mean is None and _backend.auto_cpu(x) and x.dtype is theta.dtype
+            and x.dim() == 4 and x.shape[1] == in_channels
+            and not torch.is_autocast_enabled("cpu")):
+        # The hot path, as in _geometric_relu_forward.
+        u = layer.directions("cpu", theta)
+        u = u.view(u.shape[0], in_channels // groups, *kernel_size)
+        return torch.ops.fastact.geometric_relu_conv2d.default(x, u, radius, bias, stride,
+                                                               padding, dilation, groups)[0]
     op = "GeometricReLUConv2d"
     _checks.float_tensor(op, "x", x)
     if x.dim() not in (3, 4) or x.shape[-3] != in_channels:
