@@ -27,7 +27,7 @@ def spherical_to_cartesian(theta: Tensor) -> Tensor:
     u_1 = cos th_1, u_i = (prod_{j<i} sin th_j) cos th_i, u_n = prod_{j<n} sin th_j.
 
     The kernels scan each row with products in float64 (|u| = 1 to float32 rounding for rows of
-    thousands of angles); the backward is the division-free reverse scan, exact where some
+    thousands of angles), in float32 for 16-bit theta (its rounding is far coarser); the backward is the division-free reverse scan, exact where some
     sin th_j = 0 (later angles get gradient 0). Returns a new contiguous tensor of theta's dtype.
     """
     _checks.float_tensor("spherical_to_cartesian", "theta", theta)

@@ -59,6 +59,30 @@ def test_spherical_to_cartesian_matches_reference(backend, device, dtype, shape)
     assert_close_to(theta.grad, theta64.grad, MAP_GRAD_TOLERANCES, "d spherical_to_cartesian")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_rows_into_the_subnormal_range(dtype):
+    """The CPU kernels scan 16-bit rows in float and switch to double where a prefix product
+    leaves float's normal range: rows of 1023 angles uniform on [0, pi] (products down past
+    1e-300) and near pi/2 (no switch) match the reference, and outputs in bfloat16's subnormal
+    range are rounded from the product, not flushed to zero."""
+    generator = torch.Generator().manual_seed(7)
+    samples = [torch.rand(16, 1023, generator=generator, dtype=torch.float64) * math.pi,
+               math.pi / 2 + (torch.rand(16, 1023, generator=generator, dtype=torch.float64)
+                              - 0.5) * 0.3]
+    for angles in samples:
+        theta = angles.to(dtype).requires_grad_()
+        u = fastact.spherical_to_cartesian(theta)
+        expected, (theta64,) = float64_reference(fastact.reference.spherical_to_cartesian, theta)
+        assert_close_to(u, expected, MAP_TOLERANCES, "spherical_to_cartesian")
+        tiny = expected.detach().abs() < torch.finfo(dtype).tiny
+        torch.testing.assert_close(u.double()[tiny], expected.detach()[tiny], rtol=2e-2,
+                                   atol=torch.finfo(dtype).smallest_normal * 2.0**-7)
+        grad = torch.randn(u.shape, generator=generator, dtype=torch.float64)
+        u.backward(grad.to(dtype))
+        expected.backward(grad.to(dtype).double())
+        assert_close_to(theta.grad, theta64.grad, MAP_GRAD_TOLERANCES, "d spherical_to_cartesian")
+
+
 @pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_unit_norm_of_long_rows(backend, device):
     """float32 rows of 4607 angles: | |u| - 1 | <= 1e-6, for angles from default initialisation

@@ -1,9 +1,10 @@
 // The hyperspherical maps' CPU kernels; compiled once per instruction set by
 // csrc/cpu/isa_*.cpp.
 //
-// The maps scan each row in double precision whatever the dtype: a float32 prefix product of
-// thousands of sines would drift (|u| - 1 ~ 1e-6 at n = 4608), a double one stays at float32
-// rounding.
+// The maps scan each row in double precision for float32 and float64: a float32 prefix product
+// of thousands of sines would drift (|u| - 1 ~ 1e-6 at n = 4608), a double one stays at float32
+// rounding. The 16-bit dtypes' groups of 8 rows scan in float (sphere_lanes.h: ScanFloat),
+// whose drift stays far below their rounding.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -45,29 +46,46 @@ FASTACT_HOST_DEVICE bool spherical_to_cartesian_row(const S* theta, S* u, int64_
   return (bad[0] | bad[1] | bad[2] | bad[3]) == 0;
 }
 
-// Rows [0, 8) of theta [., n - 1] -> u [., n] (row strides n - 1 and n). Returns false when some
-// angle was out of the float polynomial's range (the rows are then redone with libm).
-template <typename S>
-FASTACT_HOST_DEVICE bool spherical_to_cartesian_row_group(const S* theta, S* u, int64_t n) {
+// The blocks of 8 angles of rows [0, 8) of theta [., n - 1] -> u [., n] (row strides n - 1 and
+// n) from angle k on, the prefix products P_k in `prefix` (vectors of 8 W), until the last whole
+// block or until a float scan leaves float's range. Returns the angle reached.
+template <typename W, typename S>
+FASTACT_HOST_DEVICE int64_t spherical_to_cartesian_blocks(const S* theta, S* u, int64_t n,
+                                                          int64_t k, Scan8<W>& prefix, Int8& bad) {
+  using P = Scan8<W>;
   const int64_t angles = n - 1;
-  Int8 bad = Int8{};
-  Bits4 bad_tail = Bits4{};
-  V8 prefix = V8{} + 1.0;  // P_k of the 8 rows
-  int64_t k = 0;
-  for (; k + 8 <= angles; k += 8) {
+  for (; k + 8 <= angles && !scan_leaves_float_range(prefix); k += 8) {
     Float8 block[8];
     load_block(theta, angles, k, block);
-    for (int j = 0; j < 8; ++j) {
-      bad |= unreducible_float8(block[j]);
-      const SinCosFloat8 a = sincos_float8(block[j]);
-      block[j] = narrow(prefix * a.cos);
-      prefix *= a.sin;
+    for (int j = 0; j < 8; j += 2) {
+      SinCos<P> a[2];
+      sincos_pair<W>(block[j], block[j + 1], a, bad);
+      for (int h = 0; h < 2; ++h) {
+        block[j + h] = to_float8(prefix * a[h].cos);
+        prefix *= a[h].sin;
+      }
     }
     store_block(u, n, k, block);
   }
+  return k;
+}
+
+// Rows [0, 8) of theta [., n - 1] -> u [., n], scanned in ScanFloat<S> (then in double where a
+// float scan leaves float's range). Returns false when some angle was out of the float
+// polynomial's range (the rows are then redone with libm).
+template <typename S>
+FASTACT_HOST_DEVICE bool spherical_to_cartesian_row_group(const S* theta, S* u, int64_t n) {
+  using W = ScanFloat<S>;
+  const int64_t angles = n - 1;
+  Int8 bad = Int8{};
+  Bits4 bad_tail = Bits4{};
+  Scan8<W> prefix = Scan8<W>{} + W(1);  // P_k of the 8 rows
+  int64_t k = spherical_to_cartesian_blocks<W>(theta, u, n, 0, prefix, bad);
+  V8 wide_prefix = from_scan8(prefix);
+  k = spherical_to_cartesian_blocks<double>(theta, u, n, k, wide_prefix, bad);
   // The last angles (fewer than 8) and the last coordinate, row by row.
   for (int r = 0; r < kRowGroup; ++r) {
-    double carry = prefix[r];
+    double carry = wide_prefix[r];
     for (int64_t tail = k; tail < angles; ++tail) {
       const SinCos<double> a =
           angle_sincos<false, 1>(load_double(theta + r * angles, tail), bad_tail);
@@ -167,61 +185,80 @@ FASTACT_HOST_DEVICE bool spherical_to_cartesian_backward_row(const S* grad_u, co
   return (bad[0] | bad[1] | bad[2] | bad[3]) == 0;
 }
 
-// Rows [0, 8) of the backward (lanes are rows, as spherical_to_cartesian_row_group): from the
-// right, S = s S' + g c one angle at a time, factor = c S' - g s, kept with s in `work`
-// (16 (n - 1) doubles, lanes interleaved); from the left, the prefix products times the factors.
+// The left-to-right pass of the backward of rows [0, 8) (spherical_to_cartesian_backward_row_group)
+// over the blocks of 8 angles from angle k on: grad_theta = P_k factor_k, with the prefix products
+// in `prefix` (vectors of 8 floats or doubles) and the sines and factors (in W) from the right
+// pass, until the last whole block or until a float scan leaves float's range. Returns the angle
+// reached.
+template <typename W, typename P, typename S>
+FASTACT_HOST_DEVICE int64_t backward_prefix_blocks(const W* sines, const W* factors, S* grad_theta,
+                                                   int64_t angles, int64_t k, P& prefix) {
+  const int64_t vectorised = angles - angles % 8;
+  for (; k < vectorised && !scan_leaves_float_range(prefix); k += 8) {
+    Float8 block[8];
+    for (int j = 0; j < 8; ++j) {
+      Scan8<W> s, factor;
+      std::memcpy(&s, sines + (k + j) * kRowGroup, sizeof(s));
+      std::memcpy(&factor, factors + (k + j) * kRowGroup, sizeof(factor));
+      block[j] = to_float8(prefix * to_scan8<P>(factor));
+      prefix *= to_scan8<P>(s);
+    }
+    store_block(grad_theta, angles, k, block);
+  }
+  return k;
+}
+
+// Rows [0, 8) of the backward (lanes are rows, as spherical_to_cartesian_row_group, scans in
+// ScanFloat<S>): from the right, S = s S' + g c one angle at a time, factor = c S' - g s, kept
+// with s in `work` (16 (n - 1) values, lanes interleaved); from the left, the prefix products
+// times the factors.
 template <typename S>
 FASTACT_HOST_DEVICE bool spherical_to_cartesian_backward_row_group(const S* grad_u, const S* theta,
                                                                    S* grad_theta, int64_t n,
                                                                    double* work) {
+  using W = ScanFloat<S>;
+  using P = Scan8<W>;
   const int64_t angles = n - 1;
   const int64_t vectorised = angles - angles % 8;
-  double* sines = work;
-  double* factors = work + kRowGroup * angles;
+  W* sines = reinterpret_cast<W*>(work);
+  W* factors = sines + kRowGroup * angles;
   Int8 bad = Int8{};
   Bits4 bad_tail = Bits4{};
-  V8 suffix;  // S_{k+1} of the 8 rows
+  P suffix;  // S_{k+1} of the 8 rows
   for (int r = 0; r < kRowGroup; ++r) {
     // The last angles (fewer than 8), from the right, row by row.
     double row_suffix = load_double(grad_u + r * n, angles);
     for (int64_t k = angles - 1; k >= vectorised; --k) {
       const SinCos<double> a = angle_sincos<false, 1>(load_double(theta + r * angles, k), bad_tail);
       const double g = load_double(grad_u + r * n, k);
-      sines[k * kRowGroup + r] = a.sin;
-      factors[k * kRowGroup + r] = spherical_angle_grad_factor(a.cos, a.sin, g, row_suffix);
+      sines[k * kRowGroup + r] = W(a.sin);
+      factors[k * kRowGroup + r] = W(spherical_angle_grad_factor(a.cos, a.sin, g, row_suffix));
       row_suffix = spherical_suffix_step(g, a.cos, a.sin, row_suffix);
     }
-    suffix[r] = row_suffix;
+    suffix[r] = W(row_suffix);
   }
   for (int64_t k = vectorised - 8; k >= 0; k -= 8) {
     Float8 angle_block[8], grad_block[8];
     load_block(theta, angles, k, angle_block);
     load_block(grad_u, n, k, grad_block);
-    for (int j = 7; j >= 0; --j) {
-      bad |= unreducible_float8(angle_block[j]);
-      const SinCosFloat8 a = sincos_float8(angle_block[j]);
-      const V8 g = widen(grad_block[j]);
-      const V8 factor = spherical_angle_grad_factor(a.cos, a.sin, g, suffix);
-      std::memcpy(sines + (k + j) * kRowGroup, &a.sin, sizeof(V8));
-      std::memcpy(factors + (k + j) * kRowGroup, &factor, sizeof(V8));
-      suffix = spherical_suffix_step(g, a.cos, a.sin, suffix);
+    for (int j = 6; j >= 0; j -= 2) {
+      SinCos<P> a[2];
+      sincos_pair<W>(angle_block[j], angle_block[j + 1], a, bad);
+      for (int h = 1; h >= 0; --h) {
+        const P g = from_float8<P>(grad_block[j + h]);
+        const P factor = spherical_angle_grad_factor(a[h].cos, a[h].sin, g, suffix);
+        std::memcpy(sines + (k + j + h) * kRowGroup, &a[h].sin, sizeof(P));
+        std::memcpy(factors + (k + j + h) * kRowGroup, &factor, sizeof(P));
+        suffix = spherical_suffix_step(g, a[h].cos, a[h].sin, suffix);
+      }
     }
   }
-  V8 prefix = V8{} + 1.0;
-  int64_t k = 0;
-  for (; k < vectorised; k += 8) {
-    Float8 block[8];
-    for (int j = 0; j < 8; ++j) {
-      V8 s, factor;
-      std::memcpy(&s, sines + (k + j) * kRowGroup, sizeof(V8));
-      std::memcpy(&factor, factors + (k + j) * kRowGroup, sizeof(V8));
-      block[j] = narrow(prefix * factor);
-      prefix *= s;
-    }
-    store_block(grad_theta, angles, k, block);
-  }
+  P prefix = P{} + W(1);
+  int64_t k = backward_prefix_blocks(sines, factors, grad_theta, angles, 0, prefix);
+  V8 wide_prefix = from_scan8(prefix);
+  k = backward_prefix_blocks(sines, factors, grad_theta, angles, k, wide_prefix);
   for (int r = 0; r < kRowGroup; ++r) {
-    double carry = prefix[r];
+    double carry = wide_prefix[r];
     for (int64_t tail = k; tail < angles; ++tail) {
       store_double(grad_theta + r * angles, tail, carry * factors[tail * kRowGroup + r]);
       carry *= sines[tail * kRowGroup + r];

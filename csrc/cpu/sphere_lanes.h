@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "cpu/isa.h"
@@ -107,8 +108,9 @@ FASTACT_HOST_DEVICE void block_sincos(const S* theta, int64_t k, V4* sin, V4* co
 // ---- eight rows at a time (16- and 32-bit inputs) -------------------------------------------
 // The lanes are rows: an 8x8 transpose turns 8 rows x 8 angles into 8 vectors, each one angle of
 // the 8 rows, so that a scan along the rows is one multiply per angle (no in-vector scan), and
-// the results are transposed back. Sines and cosines in float (sincos_float8), products in
-// double, on vectors of 8 doubles: one register with AVX-512, so no halves to split and join.
+// the results are transposed back. Sines and cosines in float (sincos_pair: the polynomials
+// of two such vectors at once), products on vectors of 8 doubles (one AVX-512 register), or of 8
+// floats for 16-bit inputs (ScanFloat).
 constexpr int kRowGroup = kSphericalRowGroup;
 using V8 = Lanes<8>::Value;
 static_assert(kRowGroup == 8);
@@ -120,6 +122,86 @@ FASTACT_HOST_DEVICE void load_block(const S* p, int64_t stride, int64_t k, Float
     for (int j = 0; j < 8; ++j) block[r][j] = Storage<S>::load(p[r * stride + k + j]);
   }
   transpose_8x8(block);
+}
+
+// The scans of eight rows run in ScanFloat<S>: double for float32 inputs (see
+// sphere_kernel.h), float for the 16-bit ones, whose results are rounded to 16 bits (float's
+// rounding over thousands of factors stays far below theirs).
+template <typename S>
+using ScanFloat = std::conditional_t<sizeof(S) == 2, float, double>;
+template <typename W>
+using Scan8 = std::conditional_t<std::is_same_v<W, float>, Float8, V8>;
+
+template <typename P>
+FASTACT_HOST_DEVICE P from_float8(const Float8& v) {
+  if constexpr (std::is_same_v<P, Float8>) {
+    return v;
+  } else {
+    return widen(v);
+  }
+}
+
+template <typename P>
+FASTACT_HOST_DEVICE Float8 to_float8(const P& v) {
+  if constexpr (std::is_same_v<P, Float8>) {
+    return v;
+  } else {
+    return narrow(v);
+  }
+}
+
+// A float scan gives way to a double one (the rest of the row group) once some row's prefix
+// product falls below this: products past float's normal range would go through its slow
+// subnormal arithmetic (they still would be exact: gradual underflow), and double's range is
+// ample for the results, which round to 16 bits.
+constexpr float kFloatScanFloor = 0x1p-96f;
+
+// Whether a float scan should give way (always false for a double one).
+template <typename P>
+FASTACT_HOST_DEVICE bool scan_leaves_float_range(const P& prefix) {
+  if constexpr (std::is_same_v<P, Float8>) {
+    const Int8 small = (prefix < kFloatScanFloor) & (prefix > -kFloatScanFloor);
+    Bits4 pairs;  // the 8 lanes' flags, two to a 64-bit lane
+    static_assert(sizeof(pairs) == sizeof(small));
+    std::memcpy(&pairs, &small, sizeof(small));
+    return (pairs[0] | pairs[1] | pairs[2] | pairs[3]) != 0;
+  } else {
+    return false;
+  }
+}
+
+// A vector of 8 scan values as P (widened from float to double, or as it is).
+template <typename P, typename Q>
+FASTACT_HOST_DEVICE P to_scan8(const Q& v) {
+  if constexpr (std::is_same_v<P, Q>) {
+    return v;
+  } else {
+    return widen(v);
+  }
+}
+
+FASTACT_HOST_DEVICE V8 from_scan8(const Float8& v) { return widen(v); }
+FASTACT_HOST_DEVICE V8 from_scan8(const V8& v) { return v; }
+
+// The sines and cosines (in W) of two vectors of 8 angles, a and b, recording lanes out of the
+// float polynomial's range in `bad`: the polynomials run on 16 float lanes at once.
+template <typename W>
+FASTACT_HOST_DEVICE void sincos_pair(const Float8& a, const Float8& b, SinCos<Scan8<W>>* out,
+                                     Int8& bad) {
+  bad |= unreducible_float8(a) | unreducible_float8(b);
+  const Float16Lanes x = join_halves(a, b);
+  if constexpr (std::is_same_v<W, float>) {
+    const SinCos<Float16Lanes> r = sincos_float16_lanes(x);
+    out[0] = {low_half(r.sin), low_half(r.cos)};
+    out[1] = {high_half(r.sin), high_half(r.cos)};
+  } else {
+    const ReducedSinCosFloat<Float16Lanes, Int16Lanes> r =
+        reduced_sincos_float<Float16Lanes, Int16Lanes>(x);
+    out[0] = in_quadrant<8>(widen(low_half(r.sin_y)), 1.0 - widen(low_half(r.versine_y)),
+                            widen(low_half(r.quadrant)));
+    out[1] = in_quadrant<8>(widen(high_half(r.sin_y)), 1.0 - widen(high_half(r.versine_y)),
+                            widen(high_half(r.quadrant)));
+  }
 }
 
 // p[r * stride + k + j] = block[j][r] (block is clobbered).
