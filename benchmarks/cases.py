@@ -29,3 +29,8 @@ OPS = {op: module.cases for op, module in MODULES.items()}
 def sizes(op: str, quick: bool) -> dict | None:
     """The op's sizes (label -> size) in --quick or full runs; None if its module has none."""
     return getattr(MODULES[op], "QUICK_SIZES" if quick else "SIZES", None)
+
+
+def measures_memory(op: str) -> bool:
+    """Whether the peak-memory table covers the op (not the call-cost section: small tensors)."""
+    return getattr(MODULES[op], "MEMORY", True)

@@ -52,7 +52,7 @@ import parallel  # noqa: E402
 import regression  # noqa: E402
 import report  # noqa: E402
 import spectral_suite  # noqa: E402
-from cases import OPS, sizes  # noqa: E402
+from cases import OPS, measures_memory, sizes  # noqa: E402
 
 # Timing (harness.run_cases): interleaved rounds, seconds of samples per provider and case,
 # and the fewest samples of a provider whose single call outlasts its share of a round.
@@ -266,7 +266,8 @@ def speed_suite(args, info: dict) -> list[dict]:
                      keep=(lambda case: case.key in wanted) if wanted else (lambda case: True),
                      timing_name=timing_name)
     if args.memory and args.device == "cpu":
-        add_cpu_memory(rows, args.ops, args.dtype, args.quick)
+        add_cpu_memory(rows, [op for op in args.ops if measures_memory(op)], args.dtype,
+                       args.quick)
         for op in dict.fromkeys(row["op"] for row in rows):
             op_rows = [row for row in rows if row["op"] == op and row.get("peak_mib")]
             if op_rows:
