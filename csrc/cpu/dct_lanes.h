@@ -259,8 +259,15 @@ FASTACT_LANE_BLOCK void forward_run(const S* x, S* y, int64_t n,
   }
 }
 
+// Packs the backward's term loop side by side: each pack carries nine values through the K
+// terms (the recurrences of sin and cos, their weights and the two grad_x sums), so that two
+// AVX-512 packs fit the 32 registers; AVX2 and SSE2 have 16.
+constexpr int kBackwardPacks = FASTACT_ISA_VECTOR_BYTES == 64 ? 2 : 1;
+
 // The backward of n <= V elements: grad_x = grad * sum_j G_j sin(pi k_j t) (G_j of lane l is
 // lane_coeff(slopes + j * coeff_step, l)), and acc[j * acc_step + l] += grad * cos(pi k_j t).
+// The per-element set-up (dct_point) runs over the lane arrays; the K terms run on whole packs,
+// kBackwardPacks at a time, whose state stays in registers from the first term to the last.
 template <typename S, bool kLanesAreChannels, bool kOdd, bool kClamp, bool kGradX, bool kGradCoeffs>
 FASTACT_LANE_BLOCK void backward_lanes(const S* grad, const S* x, S* grad_x, int n,
                                         const typename Storage<S>::acc_t* slopes,
@@ -268,7 +275,11 @@ FASTACT_LANE_BLOCK void backward_lanes(const S* grad, const S* x, S* grad_x, int
                                         int64_t acc_step, int64_t num_coeffs,
                                         const Domain<typename Storage<S>::acc_t>& d) {
   using T = typename Storage<S>::acc_t;
+  using P = Pack<T>;
   constexpr int V = lanes<T>();
+  constexpr int W = P::kLanes;
+  constexpr int N = kBackwardPacks;
+  static_assert(V % (N * W) == 0);
   T xs[V], gs[V], lambda[V];
   T cos_value[V], cos_difference[V], weight_even[V], weight_odd[V];  // coefficient gradients
   T sin_value[V], sin_difference[V], slope_even[V], slope_odd[V];   // grad_x
@@ -288,40 +299,59 @@ FASTACT_LANE_BLOCK void backward_lanes(const S* grad, const S* x, S* grad_x, int
     sin_sign_even[l] = p.sin_sign_even;
     sin_sign_odd[l] = p.sin_sign_odd;
     flows[l] = p.slope;
-    slope_even[l] = T(0);
-    slope_odd[l] = T(0);
   }
-  int64_t j = 0;
-  for (; j + 1 < num_coeffs; j += 2) {
-    const T* g0 = slopes + j * coeff_step;
-    const T* g1 = g0 + coeff_step;
-    T* __restrict a0 = acc + j * acc_step;
-    T* __restrict a1 = a0 + acc_step;
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      if constexpr (kGradX) {
-        slope_even[l] = mul_add(lane_coeff<kLanesAreChannels>(g0, l), sin_value[l], slope_even[l]);
-        dct_advance(lambda[l], sin_value[l], sin_difference[l]);
-        slope_odd[l] = mul_add(lane_coeff<kLanesAreChannels>(g1, l), sin_value[l], slope_odd[l]);
-        dct_advance(lambda[l], sin_value[l], sin_difference[l]);
-      }
-      if constexpr (kGradCoeffs) {
-        a0[l] = mul_add(weight_even[l], cos_value[l], a0[l]);
-        dct_advance(lambda[l], cos_value[l], cos_difference[l]);
-        a1[l] = mul_add(weight_odd[l], cos_value[l], a1[l]);
-        dct_advance(lambda[l], cos_value[l], cos_difference[l]);
+  for (int first = 0; first < V; first += N * W) {
+    P lam[N], cv[N], cd[N], we[N], wo[N], sv[N], sd[N], se[N], so[N];
+#pragma GCC unroll 4
+    for (int p = 0; p < N; ++p) {
+      const int at = first + p * W;
+      lam[p] = P::load(lambda + at);
+      cv[p] = P::load(cos_value + at);
+      cd[p] = P::load(cos_difference + at);
+      we[p] = P::load(weight_even + at);
+      wo[p] = P::load(weight_odd + at);
+      sv[p] = P::load(sin_value + at);
+      sd[p] = P::load(sin_difference + at);
+      se[p] = P(T(0));
+      so[p] = P(T(0));
+    }
+    auto coeff = [&](int p, int64_t j) {
+      return pack_coeff<kLanesAreChannels>(slopes + (kLanesAreChannels ? first + p * W : 0) +
+                                           j * coeff_step);
+    };
+    auto accumulate = [&](int p, int64_t j, P weight) {
+      T* sum = acc + j * acc_step + first + p * W;
+      mul_add(weight, cv[p], P::load(sum)).store(sum);
+    };
+    int64_t j = 0;
+    for (; j + 1 < num_coeffs; j += 2) {
+#pragma GCC unroll 4
+      for (int p = 0; p < N; ++p) {
+        if constexpr (kGradX) {
+          se[p] = mul_add(coeff(p, j), sv[p], se[p]);
+          dct_advance(lam[p], sv[p], sd[p]);
+          so[p] = mul_add(coeff(p, j + 1), sv[p], so[p]);
+          dct_advance(lam[p], sv[p], sd[p]);
+        }
+        if constexpr (kGradCoeffs) {
+          accumulate(p, j, we[p]);
+          dct_advance(lam[p], cv[p], cd[p]);
+          accumulate(p, j + 1, wo[p]);
+          dct_advance(lam[p], cv[p], cd[p]);
+        }
       }
     }
-  }
-  if (j < num_coeffs) {
-    const T* g0 = slopes + j * coeff_step;
-    T* __restrict a0 = acc + j * acc_step;
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      if constexpr (kGradX) {
-        slope_even[l] = mul_add(lane_coeff<kLanesAreChannels>(g0, l), sin_value[l], slope_even[l]);
+    if (j < num_coeffs) {
+#pragma GCC unroll 4
+      for (int p = 0; p < N; ++p) {
+        if constexpr (kGradX) se[p] = mul_add(coeff(p, j), sv[p], se[p]);
+        if constexpr (kGradCoeffs) accumulate(p, j, we[p]);
       }
-      if constexpr (kGradCoeffs) a0[l] = mul_add(weight_even[l], cos_value[l], a0[l]);
+    }
+#pragma GCC unroll 4
+    for (int p = 0; p < N; ++p) {
+      se[p].store(slope_even + first + p * W);
+      so[p].store(slope_odd + first + p * W);
     }
   }
   if constexpr (kGradX) {
