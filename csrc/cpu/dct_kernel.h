@@ -96,14 +96,16 @@ FASTACT_HOST_DEVICE void backward_tasks(const DctProblem& pr, const typename Sto
       const int64_t row_begin = piece * pr.piece_length;
       const int64_t row_end =
           pr.outer - row_begin < pr.piece_length ? pr.outer : row_begin + pr.piece_length;
+      // A block of whole rows reads memory in order, which the hardware prefetcher follows;
+      // a part of each row is a run in a page of its own (at 1024 float channels), which it
+      // would pick up only after a few misses per row: the same block of the next row is
+      // asked for one row's work ahead.
+      const bool ask_ahead = c_end - c_begin < C;
       for (int64_t row = row_begin; row < row_end; ++row) {
         for (int64_t c0 = c_begin; c0 < c_end; c0 += V) {
           const int64_t at = row * C + c0;
           const int n = int(c_end - c0 < V ? c_end - c0 : V);
-          // The same block of the next row, one row's work ahead: a task's rows are runs of
-          // channel_block channels, each in a page of its own at 1024 float channels, which
-          // the hardware prefetcher would pick up only after a few misses per row.
-          if (row + 1 < row_end) {
+          if (ask_ahead && row + 1 < row_end) {
             prefetch<false>(x + at + C, n);
             prefetch<false>(grad + at + C, n);
             if constexpr (kGradX) prefetch<true>(grad_x + at + C, n);
