@@ -3,7 +3,8 @@
 Absolute times mean nothing on a shared machine; ratios of two providers timed in the same
 run, interleaved, mostly do. For each fastact backend the check compares
   fastact[<backend>]/limit      its time over the memory-bound limit's (1.0 = at the limit)
-  fastact[<backend>]/compiled   its time over the compiled reference's
+  fastact[<backend>]/compiled   its time over the compiled reference's (and, where an op has
+                                several compiled providers, "compiled[<name>]", over each's)
 per (op, mode, dtype, size) at the --quick sizes; higher is worse. A baseline holds each
 ratio's value (the median of several runs) and a tolerance from the spread of those runs
 (`run.py --update-baseline`). A ratio fails when it is worse than its baseline by
@@ -36,6 +37,16 @@ from typing import Callable, Iterable
 STATISTIC = "p20"
 STATISTICS = {"p50": "ms", "p20": "p20_ms"}
 DENOMINATORS = ("limit", "compiled")
+
+
+def denominators(providers: Iterable[str]) -> list[str]:
+    """The providers the fastact backends' times are divided by, in a fixed order: the limit,
+    "compiled", then an op's other compiled formulations ("compiled[<name>]")."""
+    providers = list(providers)
+    return ([d for d in DENOMINATORS if d in providers]
+            + [name for name in providers if name.startswith("compiled[")])
+
+
 # tolerance = max(TOLERANCE_FLOOR, TOLERANCE_FACTOR * spread), rounded up to 0.05, where
 # spread = (max - min) / median of the ratio over the baseline's runs.
 TOLERANCE_FLOOR = 0.10
@@ -84,11 +95,11 @@ def check_ratios(row: dict, statistic: str = STATISTIC) -> dict[str, float]:
     if statistic == "paired":
         return {f"{name}/{d}": paired_ratio(row["round_ms"][name], row["round_ms"][d])
                 for name in row["round_ms"] if name.startswith("fastact")
-                for d in DENOMINATORS if d in row["round_ms"]}
+                for d in denominators(row["round_ms"])}
     times = row[STATISTICS[statistic]]
     return {f"{name}/{d}": times[name] / times[d]
             for name in times if name.startswith("fastact")
-            for d in DENOMINATORS if d in times and times[d] > 0}
+            for d in denominators(times) if times[d] > 0}
 
 
 def paired_ratio(numerator: list, denominator: list) -> float:

@@ -47,6 +47,35 @@ def test_check_ratios_are_each_fastact_backend_over_limit_and_compiled():
     assert regression.check_ratios(r, "p50")["fastact[cpu]/limit"] == pytest.approx(3.0)
 
 
+def test_each_compiled_provider_is_a_denominator_and_a_new_one_is_unchecked_not_failed():
+    """An op with several compiled formulations ("compiled", "compiled[reference]") gets a ratio
+    over each; one the baseline lacks is reported as unchecked, and the check passes."""
+    r = row(fastact_cpu=1.5, compiled=3.0)
+    r["p20_ms"]["compiled[reference]"] = 6.0
+    r["round_ms"]["compiled[reference]"] = [6.0, None, 9.0]
+    assert regression.check_ratios(r, "p20") == {
+        "fastact[cpu]/limit": 3.0, "fastact[cpu]/compiled": 0.5,
+        "fastact[cpu]/compiled[reference]": 0.25}
+    assert regression.check_ratios(r, "paired")["fastact[cpu]/compiled[reference]"] == 0.25
+    result = regression.compare([r], baseline_of(row(fastact_cpu=1.5, compiled=3.0)))
+    assert [k[4] for k in result.unchecked] == ["fastact[cpu]/compiled[reference]"]
+    assert not result.regressions and not result.missing and result.checked == 2
+
+
+def test_summary_counts_against_the_fastest_compiled_provider():
+    import run
+
+    from harness import Case, Timing
+
+    case = Case("dct_activation", "forward", "float32", "4096x1024 K=6", 2**22)
+    times = {"fastact[cpu]": 1.0, "eager": 50.0, "compiled": 8.0, "compiled[reference]": 4.0,
+             "limit": 0.5}
+    row_ = run.summarise(case, {k: Timing.of([v * 1e-3]) for k, v in times.items()},
+                         {k: None for k in run.ROW_MACHINE})
+    assert row_["ratios"] == {"fastact/limit": 2.0, "compiled/fastact": 4.0,
+                              "eager/fastact": 50.0}
+
+
 def test_paired_ratio_is_the_median_over_rounds_both_sampled():
     assert regression.paired_ratio([2.0, None, 6.0, 4.0], [1.0, 1.0, 2.0, None]) == 2.5
     assert regression.check_ratios(row(), "paired")["fastact[cpu]/limit"] == pytest.approx(2.0)

@@ -7,10 +7,11 @@
 // out-of-order core overlaps consecutive packs. The coefficients of term j are one vector
 // load (lanes across channels) or one broadcast (lanes along a channel).
 // Backward: lane blocks of V elements (256 bytes of the compute type: four AVX-512 or eight
-// AVX2 registers per value). The per-element set-up (dct_point) runs over the block first, then
-// the K terms run term-outer, lane-inner over fixed-size lane arrays, which the compiler keeps
-// in vector registers: four or eight independent recurrences hide the latency of each step.
-// A partial block (n < V) is padded with zeros, which add nothing to the coefficient gradients.
+// AVX2 registers), converted from 16-bit types as a whole, then run a few packs at a time
+// through dct_point and the K terms, term-outer, pack-inner, in registers: the independent
+// recurrences of the packs (and of consecutive blocks, in the out-of-order core) hide the
+// latency of each step. A partial block (n < V) is padded with zeros, which add nothing to the
+// coefficient gradients.
 #pragma once
 
 #include <type_traits>
@@ -110,6 +111,8 @@ struct Pack {
   FASTACT_HOST_DEVICE Pack& operator+=(Pack b) { return *this = *this + b; }
   friend FASTACT_HOST_DEVICE Bits operator<(Pack a, Pack b) { return a.v < b.v; }
   friend FASTACT_HOST_DEVICE Bits operator>(Pack a, Pack b) { return a.v > b.v; }
+  friend FASTACT_HOST_DEVICE Bits operator<=(Pack a, Pack b) { return a.v <= b.v; }
+  friend FASTACT_HOST_DEVICE Bits operator>=(Pack a, Pack b) { return a.v >= b.v; }
   friend FASTACT_HOST_DEVICE Bits operator!=(Pack a, Pack b) { return a.v != b.v; }
 
   // The formula's primitives (dct.h), found by argument-dependent lookup.
@@ -259,8 +262,15 @@ FASTACT_LANE_BLOCK void forward_run(const S* x, S* y, int64_t n,
   }
 }
 
+// Packs the backward side by side: each pack carries nine values through the K terms (the
+// recurrences of sin and cos, their weights and the two grad_x sums) and four to its end, so
+// that two AVX-512 packs fit the 32 registers; AVX2 and SSE2 have 16.
+constexpr int kBackwardPacks = FASTACT_ISA_VECTOR_BYTES == 64 ? 2 : 1;
+
 // The backward of n <= V elements: grad_x = grad * sum_j G_j sin(pi k_j t) (G_j of lane l is
 // lane_coeff(slopes + j * coeff_step, l)), and acc[j * acc_step + l] += grad * cos(pi k_j t).
+// Whole packs, kBackwardPacks at a time, from dct_point through the K terms to grad_x, their
+// state in registers throughout (as the forward's).
 template <typename S, bool kLanesAreChannels, bool kOdd, bool kClamp, bool kGradX, bool kGradCoeffs>
 FASTACT_LANE_BLOCK void backward_lanes(const S* grad, const S* x, S* grad_x, int n,
                                         const typename Storage<S>::acc_t* slopes,
@@ -268,71 +278,81 @@ FASTACT_LANE_BLOCK void backward_lanes(const S* grad, const S* x, S* grad_x, int
                                         int64_t acc_step, int64_t num_coeffs,
                                         const Domain<typename Storage<S>::acc_t>& d) {
   using T = typename Storage<S>::acc_t;
+  using P = Pack<T>;
   constexpr int V = lanes<T>();
-  T xs[V], gs[V], lambda[V];
-  T cos_value[V], cos_difference[V], weight_even[V], weight_odd[V];  // coefficient gradients
-  T sin_value[V], sin_difference[V], slope_even[V], slope_odd[V];   // grad_x
-  T sin_sign_even[V], sin_sign_odd[V], flows[V];
+  constexpr int W = P::kLanes;
+  constexpr int N = kBackwardPacks;
+  static_assert(V % (N * W) == 0);
+  T xs[V], gs[V], out[V];
   load_lanes<S, T, V>(x, n, xs);
   load_lanes<S, T, V>(grad, n, gs);
-#pragma omp simd
-  for (int l = 0; l < V; ++l) {
-    const DctPoint<T> p = dct_point(xs[l], d.scale, d.offset, kOdd, kClamp);
-    lambda[l] = p.lambda;
-    cos_value[l] = p.cos_first;
-    cos_difference[l] = p.cos_difference;
-    weight_even[l] = gs[l] * p.cos_sign_even;
-    weight_odd[l] = gs[l] * p.cos_sign_odd;
-    sin_value[l] = p.sin_first;
-    sin_difference[l] = p.sin_difference;
-    sin_sign_even[l] = p.sin_sign_even;
-    sin_sign_odd[l] = p.sin_sign_odd;
-    flows[l] = p.slope;
-    slope_even[l] = T(0);
-    slope_odd[l] = T(0);
-  }
-  int64_t j = 0;
-  for (; j + 1 < num_coeffs; j += 2) {
-    const T* g0 = slopes + j * coeff_step;
-    const T* g1 = g0 + coeff_step;
-    T* __restrict a0 = acc + j * acc_step;
-    T* __restrict a1 = a0 + acc_step;
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      if constexpr (kGradX) {
-        slope_even[l] = mul_add(lane_coeff<kLanesAreChannels>(g0, l), sin_value[l], slope_even[l]);
-        dct_advance(lambda[l], sin_value[l], sin_difference[l]);
-        slope_odd[l] = mul_add(lane_coeff<kLanesAreChannels>(g1, l), sin_value[l], slope_odd[l]);
-        dct_advance(lambda[l], sin_value[l], sin_difference[l]);
+  const P scale(d.scale), offset(d.offset);
+  for (int first = 0; first < V; first += N * W) {
+    P lambda[N], cos_value[N], cos_difference[N], weight_even[N], weight_odd[N];
+    P sin_value[N], sin_difference[N], slope_even[N], slope_odd[N];
+    P g[N], sin_sign_even[N], sin_sign_odd[N], flows[N];
+#pragma GCC unroll 4
+    for (int p = 0; p < N; ++p) {
+      const DctPoint<P> point =
+          dct_point(P::load(xs + first + p * W), scale, offset, kOdd, kClamp);
+      g[p] = P::load(gs + first + p * W);
+      lambda[p] = point.lambda;
+      cos_value[p] = point.cos_first;
+      cos_difference[p] = point.cos_difference;
+      weight_even[p] = g[p] * point.cos_sign_even;
+      weight_odd[p] = g[p] * point.cos_sign_odd;
+      sin_value[p] = point.sin_first;
+      sin_difference[p] = point.sin_difference;
+      sin_sign_even[p] = point.sin_sign_even;
+      sin_sign_odd[p] = point.sin_sign_odd;
+      flows[p] = point.slope;
+      slope_even[p] = P(T(0));
+      slope_odd[p] = P(T(0));
+    }
+    auto coeff = [&](int p, int64_t j) {
+      return pack_coeff<kLanesAreChannels>(slopes + (kLanesAreChannels ? first + p * W : 0) +
+                                           j * coeff_step);
+    };
+    auto accumulate = [&](int p, int64_t j, P weight) {
+      T* sum = acc + j * acc_step + first + p * W;
+      mul_add(weight, cos_value[p], P::load(sum)).store(sum);
+    };
+    int64_t j = 0;
+    for (; j + 1 < num_coeffs; j += 2) {
+#pragma GCC unroll 4
+      for (int p = 0; p < N; ++p) {
+        if constexpr (kGradX) {
+          slope_even[p] = mul_add(coeff(p, j), sin_value[p], slope_even[p]);
+          dct_advance(lambda[p], sin_value[p], sin_difference[p]);
+          slope_odd[p] = mul_add(coeff(p, j + 1), sin_value[p], slope_odd[p]);
+          dct_advance(lambda[p], sin_value[p], sin_difference[p]);
+        }
+        if constexpr (kGradCoeffs) {
+          accumulate(p, j, weight_even[p]);
+          dct_advance(lambda[p], cos_value[p], cos_difference[p]);
+          accumulate(p, j + 1, weight_odd[p]);
+          dct_advance(lambda[p], cos_value[p], cos_difference[p]);
+        }
       }
-      if constexpr (kGradCoeffs) {
-        a0[l] = mul_add(weight_even[l], cos_value[l], a0[l]);
-        dct_advance(lambda[l], cos_value[l], cos_difference[l]);
-        a1[l] = mul_add(weight_odd[l], cos_value[l], a1[l]);
-        dct_advance(lambda[l], cos_value[l], cos_difference[l]);
+    }
+    if (j < num_coeffs) {
+#pragma GCC unroll 4
+      for (int p = 0; p < N; ++p) {
+        if constexpr (kGradX) slope_even[p] = mul_add(coeff(p, j), sin_value[p], slope_even[p]);
+        if constexpr (kGradCoeffs) accumulate(p, j, weight_even[p]);
+      }
+    }
+    if constexpr (kGradX) {
+#pragma GCC unroll 4
+      for (int p = 0; p < N; ++p) {
+        const P value = g[p] * mul_add(sin_sign_even[p], slope_even[p],
+                                       sin_sign_odd[p] * slope_odd[p]);
+        // A select: clamp's zero gradient stays 0 where the sum is NaN.
+        select(flows[p] != P(T(0)), value, P(T(0))).store(out + first + p * W);
       }
     }
   }
-  if (j < num_coeffs) {
-    const T* g0 = slopes + j * coeff_step;
-    T* __restrict a0 = acc + j * acc_step;
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      if constexpr (kGradX) {
-        slope_even[l] = mul_add(lane_coeff<kLanesAreChannels>(g0, l), sin_value[l], slope_even[l]);
-      }
-      if constexpr (kGradCoeffs) a0[l] = mul_add(weight_even[l], cos_value[l], a0[l]);
-    }
-  }
-  if constexpr (kGradX) {
-    T out[V];
-#pragma omp simd
-    for (int l = 0; l < V; ++l) {
-      const T value = gs[l] * mul_add(sin_sign_even[l], slope_even[l], sin_sign_odd[l] * slope_odd[l]);
-      out[l] = flows[l] != T(0) ? value : T(0);  // a select: clamp's zero gradient stays 0
-    }
-    store_lanes<S, T, V>(out, n, grad_x);
-  }
+  if constexpr (kGradX) store_lanes<S, T, V>(out, n, grad_x);
 }
 
 }  // namespace dct

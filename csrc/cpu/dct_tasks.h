@@ -19,7 +19,9 @@ constexpr int64_t kDctLanesDouble = 32;
 constexpr int64_t kDctPiecePositions = 16384;  // channel-constant runs: elements per piece
 constexpr int64_t kDctPieceRowsPerCoeff = 8;   // channels-fastest: rows per piece, >= 128,
 constexpr int64_t kDctPieceRowsMin = 128;      // so partials stay <= 1/4 of x's bytes at K = 16
-constexpr int64_t kDctBlockAccumulators = 4096;  // per backward task: K x channels of partials
+// Per backward task, K x channels of partials: 32 KiB of float, in L1, and whole rows of 1024
+// float channels up to K = 8 (memory read in order).
+constexpr int64_t kDctBlockAccumulators = 8192;
 
 // A dense tensor's memory as [outer, channels, inner] (see dct_channel_view) and the tasks.
 //  - lanes_are_channels (inner == 1, channels > 1: [N, C], [B, T, C], channels_last): lane

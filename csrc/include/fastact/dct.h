@@ -111,25 +111,26 @@ FASTACT_HOST_DEVICE DctPhase<T> dct_phase(T t, bool odd) {
   return phase;
 }
 
+// Selects, not branches, so that T may be a vector pack (as for dct_sum).
 template <typename T>
 FASTACT_HOST_DEVICE DctPoint<T> dct_point(T x, T scale, T offset, bool odd, bool clamp) {
   const T t = mul_add(x, scale, offset);
-  const bool inside = (t >= T(0)) & (t <= T(1));  // & not &&: no branch
+  const auto inside = (t >= T(0)) & (t <= T(1));  // & not &&: no branch
   const DctPhase<T> phase = dct_phase(clamp ? dct_clamp(t) : t, odd);
   const T s = phase.s, c = phase.c, parity = phase.parity, sign_d = phase.sign;
-  const bool mirrored = odd && phase.mirrored;
 
   DctPoint<T> p;
   p.lambda = T(-4) * s * s;
-  p.slope = (clamp && !inside) ? T(0) : T(1);
+  p.slope = clamp ? select(inside, T(1), T(0)) : T(1);
   if (odd) {
     // cos((2j+1) pi q) starts at (c, D = 0), sin((2j+1) pi q) at (s, D = 2s); mirrored, the two
     // swap roles and alternate in sign. (-1)^(k m) = (-1)^m for odd k.
-    p.cos_first = mirrored ? s : c;
-    p.cos_difference = mirrored ? T(2) * s : T(0);
-    p.sin_first = mirrored ? c : s;
-    p.sin_difference = mirrored ? T(0) : T(2) * s;
-    const T alternate = mirrored ? T(-1) : T(1);
+    const auto mirrored = phase.mirrored;
+    p.cos_first = select(mirrored, s, c);
+    p.cos_difference = select(mirrored, T(2) * s, T(0));
+    p.sin_first = select(mirrored, c, s);
+    p.sin_difference = select(mirrored, T(0), T(2) * s);
+    const T alternate = select(mirrored, T(-1), T(1));
     p.cos_sign_even = parity;
     p.cos_sign_odd = parity * alternate;
     p.sin_sign_even = parity * sign_d;
