@@ -77,8 +77,8 @@ def current_backend() -> str:
 
 class use_backend:
     """Context manager: run the ops inside the `with` block on backend `name` ("auto",
-    "cpu", "cuda", "triton", "cuda-emulated" or "reference"), in this thread; nests. (A plain class rather
-    than @contextmanager: entering costs ~1 us instead of ~8.)"""
+    "cpu", "cuda", "triton", "cuda-emulated" or "reference"), in this thread; nests. (A plain
+    class rather than @contextmanager: entering costs ~1 us instead of ~8.)"""
 
     __slots__ = ("name",)
 

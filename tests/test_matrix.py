@@ -17,10 +17,10 @@ def matrix(host: Host) -> dict[str, str | None]:
     return out
 
 
-CPU_HOST = Host(("cpu", "triton", "cuda-emulated", "reference"), has_gpu=False, triton_installed=True,
-                triton_interpreting=True, cuda_kernels=False)
-GPU_HOST = Host(("cpu", "cuda", "triton", "cuda-emulated", "reference"), has_gpu=True, triton_installed=True,
-                triton_interpreting=False, cuda_kernels=True)
+CPU_HOST = Host(("cpu", "triton", "cuda-emulated", "reference"), has_gpu=False,
+                triton_installed=True, triton_interpreting=True, cuda_kernels=False)
+GPU_HOST = Host(("cpu", "cuda", "triton", "cuda-emulated", "reference"), has_gpu=True,
+                triton_installed=True, triton_interpreting=False, cuda_kernels=True)
 
 
 def test_a_cpu_host_runs_the_kernels_and_the_interpreter_and_skips_the_gpu_pairs():

@@ -198,3 +198,24 @@ def test_the_emulated_backend_is_listed_and_selected():
         y = fastact.hat(x)
     assert torch.equal(y, fastact.hat(x))
     assert fastact._backend.ops("cuda-emulated") is torch.ops.fastact_emulated
+
+
+BAD_CALLS = {
+    "hat": (torch.arange(3),),
+    "hat_backward": (torch.ones(4), torch.ones(3)),
+    "dct_activation": (torch.ones(2, 3), torch.ones(4, 5), 1, -1.0, 1.0, True, False),
+    "spherical_to_cartesian": (torch.arange(3),),
+    "spherical_to_cartesian_backward": (torch.ones(2, 3), torch.ones(2, 3)),
+    "cartesian_to_spherical": (torch.ones(4, 1),),
+    "geometric_relu_linear": (torch.ones(3, 4), torch.ones(5, 6), torch.ones(5), None),
+}
+
+
+@pytest.mark.parametrize("op", list(BAD_CALLS))
+def test_bad_input_gets_the_cpu_kernels_error(op):
+    errors = []
+    for namespace in (torch.ops.fastact, torch.ops.fastact_emulated):
+        with pytest.raises(Exception) as info:
+            getattr(namespace, op)(*BAD_CALLS[op])
+        errors.append((type(info.value), str(info.value).split("\n")[0]))
+    assert errors[0] == errors[1] and "fastact." in errors[0][1]
