@@ -105,7 +105,7 @@ def _run_tests(scratch: Path, args: tuple[str, ...]) -> tuple[str, list[str]]:
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider",
                              "--tb=no", *args],
                             cwd=scratch, capture_output=True, text=True)
-    failed = re.findall(r"^FAILED (\S+)", result.stdout, re.M)
+    failed = re.findall(r"^FAILED (.+?)(?: - .*)?$", result.stdout, re.M)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
     return summary, failed
 

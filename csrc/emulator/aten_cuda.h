@@ -1,5 +1,5 @@
 // The few CUDA-side ATen / c10 calls of csrc/cuda, for the emulated device (simt.h): one
-// stream, kEmulatedMultiprocessors SMs, no device to set, launch errors thrown at the launch.
+// stream, kMultiprocessors SMs, no device to set, launch errors thrown at the launch.
 #pragma once
 
 #include <c10/core/Device.h>
