@@ -14,7 +14,7 @@ CUDA_VENV := $(CUDA_CACHE)/venv-torch2.14.1-cu130
 CUDA_BUILD ?= $(CUDA_CACHE)/build-cuda
 CUDA_HOME ?= /usr/local/cuda
 
-.PHONY: test test-fast bench bench-quick bench-check bench-baseline check-cuda check-gpu build extension clean
+.PHONY: test test-fast plant-bugs bench bench-quick bench-check bench-baseline check-cuda check-gpu build extension clean
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,15 @@ $(VENV)/.installed: requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
-# The CUDA kernels are built too where torch has CUDA and nvcc is found (setup.py decides).
+# The CUDA kernels are built too where torch has CUDA and nvcc is found (setup.py decides), and
+# always fastact._C_emulated: the same CUDA sources on the SIMT emulator ("cuda-emulated").
 build: $(VENV)/.installed
-	MAX_JOBS=$(JOBS) $(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	FASTACT_EMULATED_CUDA=1 MAX_JOBS=$(JOBS) $(PY) -m pip install -q --no-build-isolation --no-deps -e .
+
+# Proof that the emulated-CUDA tests bite: five planted kernel bugs, each caught, then reverted
+# (tools/plant_bugs.py; a scratch copy, the checkout is not touched).
+plant-bugs: build
+	MAX_JOBS=$(JOBS) $(PY) tools/plant_bugs.py
 
 # `build` when the extension is missing or older than a source or the venv: a build with nothing
 # to do still takes a minute or two here, which the benchmark targets skip (CI has just built it).

@@ -1,6 +1,10 @@
 """Builds fastact._C: the CPU kernels always, the CUDA kernels when torch has CUDA and nvcc is
-found. Environment knobs:
+found; and on request fastact._C_emulated: the same CUDA sources compiled by the host compiler
+against the SIMT emulator (csrc/emulator), the "cuda-emulated" backend on CPU tensors.
+Environment knobs:
 
+  FASTACT_EMULATED_CUDA=1  build fastact._C_emulated too (`make build` / `make test` do);
+                           "only": build it alone (tools/plant_bugs.py)
   FASTACT_FORCE_CUDA=1   build the CUDA kernels even where this machine has no GPU (the CUDA
                          build of torch and nvcc are still needed); fail loudly if impossible
   FASTACT_SKIP_CUDA=1    never build the CUDA kernels
@@ -115,6 +119,40 @@ def _extension():
     )
 
 
+def _emulated_extension():
+    """fastact._C_emulated: each csrc/cuda/*.cu (and the emulator's probe kernels) is compiled
+    as C++ through a one-line unit in build/emulated/, which includes it."""
+    units_dir = ROOT / "build" / "emulated"
+    units_dir.mkdir(parents=True, exist_ok=True)
+    kernel_sources = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
+    kernel_sources += [ROOT / "csrc" / "emulator" / "probes.cu"]
+    units = []
+    for source in kernel_sources:
+        unit = units_dir / f"{source.stem}.cpp"
+        text = f'#include "{source.relative_to(ROOT / "csrc")}"\n'
+        if not unit.exists() or unit.read_text() != text:  # unchanged: ninja skips it
+            unit.write_text(text)
+        units.append(str(unit.relative_to(ROOT)))
+    emulator_sources = ["csrc/emulator/simt.cpp", "csrc/emulator/module.cpp"]
+    return CppExtension(
+        "fastact._C_emulated",
+        emulator_sources + units,
+        include_dirs=[str(ROOT / "csrc"), str(ROOT / "csrc" / "include")],
+        define_macros=[("FASTACT_EMULATED_CUDA", "1")],
+        # -fno-strict-aliasing: the kernels read scalars through 16-byte pack structs, as the
+        # device does; the kernels' int / unsigned comparisons (threadIdx) are nvcc's business.
+        extra_compile_args={"cxx": ["-O2", "-fno-strict-aliasing", "-Wall",
+                                    "-Wno-unknown-pragmas", "-Wno-sign-compare"]},
+    )
+
+
+def _extensions():
+    emulated = os.environ.get("FASTACT_EMULATED_CUDA", "0").lower()
+    if emulated == "only":
+        return [_emulated_extension()]
+    return [_extension()] + ([_emulated_extension()] if _flag("FASTACT_EMULATED_CUDA") else [])
+
+
 setup(
     name="fastact",
     version=re.search(r"__version__ = \"(.+)\"", (ROOT / "fastact" / "_version.py").read_text()).group(1),
@@ -123,7 +161,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy"],
     extras_require={"triton": ["triton"]},
-    ext_modules=[_extension()],
+    ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension},
     zip_safe=False,
 )

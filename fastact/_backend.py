@@ -5,6 +5,9 @@ A backend is a family of kernels for every op:
   "cuda"       the C++ extension's CUDA kernels (CUDA tensors)
   "triton"     Triton kernels (CUDA tensors; CPU tensors through the Triton interpreter when
                TRITON_INTERPRET=1 was set before fastact was imported)
+  "cuda-emulated"  the CUDA kernels of csrc/cuda compiled for the CPU against the SIMT
+               emulator (fastact._C_emulated, built by `make build`): CPU tensors. A
+               correctness tool (block threads as fibers), not fast; never chosen by "auto".
   "reference"  fastact.reference, pure PyTorch (any device)
 
 The selection is per thread (like torch.autocast): `use_backend(name)` as a context manager,
@@ -24,7 +27,7 @@ from torch.onnx import is_in_onnx_export
 from fastact import _extension, _onnx
 from fastact import triton as _triton
 
-BACKENDS = ("cpu", "cuda", "triton", "reference")
+BACKENDS = ("cpu", "cuda", "triton", "cuda-emulated", "reference")
 AUTO = "auto"
 ONNX = "onnx"
 
@@ -74,8 +77,8 @@ def current_backend() -> str:
 
 class use_backend:
     """Context manager: run the ops inside the `with` block on backend `name` ("auto",
-    "cpu", "cuda", "triton" or "reference"), in this thread; nests. (A plain class rather
-    than @contextmanager: entering costs ~1 us instead of ~8.)"""
+    "cpu", "cuda", "triton", "cuda-emulated" or "reference"), in this thread; nests. (A plain
+    class rather than @contextmanager: entering costs ~1 us instead of ~8.)"""
 
     __slots__ = ("name",)
 
@@ -113,6 +116,8 @@ def _serves(backend: str, device: torch.device) -> bool:
     kind = device.type
     if backend == "reference":
         return True
+    if backend == "cuda-emulated":
+        return _extension.emulated_loaded() and kind in ("cpu", "meta")
     if backend in ("cpu", "cuda"):
         return _extension.has_kernels_for(backend) and kind in (backend, "meta")
     # triton
@@ -124,7 +129,8 @@ def _serves(backend: str, device: torch.device) -> bool:
 def available_backends() -> list[str]:
     """The backends that can run here: "cpu" when the extension is built, "cuda" when it has
     CUDA kernels and a GPU is present, "triton" when Triton is installed and a GPU is
-    present (or TRITON_INTERPRET=1), and always "reference"."""
+    present (or TRITON_INTERPRET=1), "cuda-emulated" when fastact._C_emulated is built, and
+    always "reference"."""
     has_gpu = torch.cuda.is_available()
     available = []
     if _extension.has_kernels_for("cpu"):
@@ -133,6 +139,8 @@ def available_backends() -> list[str]:
         available.append("cuda")
     if _triton.AVAILABLE and (has_gpu or _triton.INTERPRET):
         available.append("triton")
+    if _extension.emulated_loaded():
+        available.append("cuda-emulated")
     available.append("reference")
     return available
 
@@ -171,10 +179,12 @@ def select(op: str, device: torch.device) -> str:
 
 def ops(backend: str):
     """The ops of a backend other than "reference": torch.ops.fastact ("cpu", "cuda"),
-    torch.ops.fastact_triton ("triton") or fastact._onnx ("onnx"), all with the same names and
-    arguments."""
+    torch.ops.fastact_triton ("triton"), torch.ops.fastact_emulated ("cuda-emulated") or
+    fastact._onnx ("onnx"), all with the same names and arguments."""
     if backend == "triton":
         return torch.ops.fastact_triton
+    if backend == "cuda-emulated":
+        return torch.ops.fastact_emulated
     if backend == ONNX:
         return _onnx
     return torch.ops.fastact

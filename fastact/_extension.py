@@ -20,6 +20,31 @@ except ImportError as error:  # not built, or built against another torch
     )
 
 
+# fastact._C_emulated: the CUDA kernels on the SIMT emulator (the "cuda-emulated" backend),
+# built on request (FASTACT_EMULATED_CUDA=1; `make build` does). Its absence is normal.
+try:
+    from fastact import _C_emulated  # noqa: F401  (registers torch.ops.fastact_emulated.*)
+
+    EMULATED_LOAD_ERROR = None
+except ModuleNotFoundError:
+    _C_emulated = None
+    EMULATED_LOAD_ERROR = None
+except ImportError as error:  # built against another torch
+    _C_emulated = None
+    EMULATED_LOAD_ERROR = error
+    warnings.warn(
+        f"fastact: the emulated CUDA kernels (fastact._C_emulated) could not be loaded ({error}); "
+        "the 'cuda-emulated' backend is unavailable. Rebuild with `make build`.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def emulated_loaded() -> bool:
+    """Whether fastact._C_emulated is loaded (its ops are in torch.ops.fastact_emulated)."""
+    return _C_emulated is not None
+
+
 def loaded() -> bool:
     """Whether the compiled library is loaded (its ops are in torch.ops.fastact)."""
     return _C is not None

@@ -66,5 +66,7 @@ def _register(namespace: str) -> None:
 
 if _extension.loaded():
     _register("fastact")
+if _extension.emulated_loaded():
+    _register("fastact_emulated")
 if _triton.AVAILABLE:
     _register("fastact_triton")

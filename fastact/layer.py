@@ -363,5 +363,7 @@ def _register_autocast(namespace: str, name: str) -> None:
 
 if _extension.loaded():
     _register("fastact")
+if _extension.emulated_loaded():
+    _register("fastact_emulated")
 if _triton.AVAILABLE:
     _register("fastact_triton")

@@ -113,6 +113,9 @@ def backend_device_pairs(host: Host) -> list:
         pair("triton", "cpu", "triton-interpreter",
              "a GPU owns Triton in this process: the interpreter ids run where TRITON_INTERPRET=1 "
              "is set before import (any host without a GPU)")
+    pair("cuda-emulated", "cpu", "cuda-emulated", None if "cuda-emulated" in host.backends else
+         "fastact._C_emulated is not built (FASTACT_EMULATED_CUDA=1 at build time; `make build` "
+         "sets it)")
     pair("reference", "cpu", "reference-cpu")
     if not host.has_gpu:
         for backend, name in (("cuda", "cuda"), ("triton", "triton-cuda"),

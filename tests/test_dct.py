@@ -342,11 +342,21 @@ def test_coefficient_gradients_are_bitwise_deterministic():
 
 
 @pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
+def test_coefficient_gradients_over_many_tiles(backend, device):
+    """More tiles per channel than the CUDA kernels' fixed-order sum takes in one chunk (64):
+    rows of 40 channels (64-row tiles; 40 is not a multiple of a warp's 32 channels) and
+    channel-constant runs (2048-element tiles)."""
+    for shape in [(5000, 40), (2, 3, 70_001)]:
+        x = torch.randn(shape, device=device)
+        check_against_reference(backend, x, torch.randn(shape[1], 3, device=device))
+
+
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_coefficient_gradients_repeat_exactly(backend, device):
     x = torch.randn(200, 48, device=device)
     grad = torch.randn_like(x)
     coeffs = torch.randn(48, 5, device=device)
-    ops = torch.ops.fastact_triton if backend == "triton" else torch.ops.fastact
+    ops = fastact._backend.ops(backend)
     first = ops.dct_activation_backward(grad, x, coeffs, 1, -1.0, 1.0, True, False, [True, True])
     again = ops.dct_activation_backward(grad, x, coeffs, 1, -1.0, 1.0, True, False, [True, True])
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
@@ -371,7 +381,7 @@ def opcheck_samples(device):
 
 @pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_opcheck(backend, device):
-    ops = torch.ops.fastact_triton if backend == "triton" else torch.ops.fastact
+    ops = fastact._backend.ops(backend)
     for x, c, arguments in opcheck_samples(device):
         torch.library.opcheck(ops.dct_activation.default,
                               (x.requires_grad_(), c.requires_grad_(), *arguments))

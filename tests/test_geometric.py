@@ -388,7 +388,7 @@ def test_parameter_gradients_do_not_depend_on_the_thread_count():
 
 @pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_opcheck(backend, device):
-    ops = torch.ops.fastact_triton if backend == "triton" else torch.ops.fastact
+    ops = fastact._backend.ops(backend)
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         x = torch.randn(3, 4, 9, device=device).to(dtype)
         u = F.normalize(torch.randn(40, 9, device=device), dim=1).to(dtype)

@@ -83,6 +83,24 @@ def test_half_precision_rows_into_the_subnormal_range(dtype):
         assert_close_to(theta.grad, theta64.grad, MAP_GRAD_TOLERANCES, "d spherical_to_cartesian")
 
 
+# The CUDA kernels scan a row of up to 512 coordinates with a warp in tiles of 128, a longer one
+# with the block in tiles of 1024, carrying the product of sines from tile to tile: sines near
+# 1 keep every tile's carry visible in u and in the gradient.
+@pytest.mark.parametrize("backend, device, dtype, shape",
+                         list(cases([(3, 300), (2, 700), (2, 2100)],
+                                    dtypes=(torch.float64, torch.float32))))
+def test_rows_across_tiles_match_reference(backend, device, dtype, shape):
+    theta = (math.pi / 2 + (torch.rand(shape, device=device, dtype=torch.float64) - 0.5) * 0.2)
+    theta = theta.to(dtype).requires_grad_()
+    u = run(backend, fastact.spherical_to_cartesian, theta)
+    expected, (theta64,) = float64_reference(fastact.reference.spherical_to_cartesian, theta)
+    assert_close_to(u, expected, MAP_TOLERANCES, "spherical_to_cartesian")
+    grad = torch.randn_like(u)
+    u.backward(grad)
+    expected.backward(grad.double())
+    assert_close_to(theta.grad, theta64.grad, MAP_GRAD_TOLERANCES, "d spherical_to_cartesian")
+
+
 @pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_unit_norm_of_long_rows(backend, device):
     """float32 rows of 4607 angles: | |u| - 1 | <= 1e-6, for angles from default initialisation
@@ -281,7 +299,7 @@ print("ok")
 
 @pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_opcheck(backend, device):
-    ops = torch.ops.fastact_triton if backend == "triton" else torch.ops.fastact
+    ops = fastact._backend.ops(backend)
     for dtype in (torch.float32, torch.bfloat16, torch.float64):
         theta = (torch.rand(3, 4, 6, device=device) * 3).to(dtype)
         torch.library.opcheck(ops.spherical_to_cartesian.default, (theta.requires_grad_(),))

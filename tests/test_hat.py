@@ -208,7 +208,7 @@ def opcheck_samples(device):
 
 @pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
 def test_opcheck(backend, device):
-    ops = torch.ops.fastact_triton if backend == "triton" else torch.ops.fastact
+    ops = fastact._backend.ops(backend)
     for x in opcheck_samples(device):
         torch.library.opcheck(ops.hat.default, (x.requires_grad_(),))
         torch.library.opcheck(ops.hat_backward.default, (torch.randn_like(x), x.detach()))

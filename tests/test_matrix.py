@@ -17,23 +17,30 @@ def matrix(host: Host) -> dict[str, str | None]:
     return out
 
 
-CPU_HOST = Host(("cpu", "triton", "reference"), has_gpu=False, triton_installed=True,
-                triton_interpreting=True, cuda_kernels=False)
-GPU_HOST = Host(("cpu", "cuda", "triton", "reference"), has_gpu=True, triton_installed=True,
-                triton_interpreting=False, cuda_kernels=True)
+CPU_HOST = Host(("cpu", "triton", "cuda-emulated", "reference"), has_gpu=False,
+                triton_installed=True, triton_interpreting=True, cuda_kernels=False)
+GPU_HOST = Host(("cpu", "cuda", "triton", "cuda-emulated", "reference"), has_gpu=True,
+                triton_installed=True, triton_interpreting=False, cuda_kernels=True)
 
 
 def test_a_cpu_host_runs_the_kernels_and_the_interpreter_and_skips_the_gpu_pairs():
     m = matrix(CPU_HOST)
-    assert {k for k, v in m.items() if v is None} == {"cpu", "triton-interpreter", "reference-cpu"}
+    assert {k for k, v in m.items() if v is None} == {
+        "cpu", "triton-interpreter", "cuda-emulated", "reference-cpu"}
     assert {m[k] for k in ("cuda", "triton-cuda", "reference-cuda")} == {"needs a CUDA GPU"}
 
 
 def test_a_gpu_host_runs_every_gpu_pair_and_skips_only_the_interpreter_saying_why():
     m = matrix(GPU_HOST)
     assert {k for k, v in m.items() if v is None} == {
-        "cpu", "reference-cpu", "cuda", "triton-cuda", "reference-cuda"}
+        "cpu", "cuda-emulated", "reference-cpu", "cuda", "triton-cuda", "reference-cuda"}
     assert "a GPU owns Triton" in m["triton-interpreter"]
+
+
+def test_a_host_without_the_emulated_kernels_says_how_to_build_them():
+    m = matrix(Host(("cpu", "triton", "reference"), has_gpu=False, triton_installed=True,
+                    triton_interpreting=True, cuda_kernels=False))
+    assert "_C_emulated is not built" in m["cuda-emulated"] and "make build" in m["cuda-emulated"]
 
 
 def test_a_gpu_host_without_cuda_kernels_says_how_to_build_them():

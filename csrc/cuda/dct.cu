@@ -9,9 +9,6 @@
 // grad * cos(pi k_j t) (a fixed tree over the block's threads); a second kernel adds the tile
 // sums in a fixed order. No atomics: the coefficient gradient is deterministic.
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include "cuda/elementwise.cuh"
 #include "fastact/dct.h"
@@ -293,13 +290,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Enough blocks of kThreads to fill every SM (8 resident each); grid-stride loops do the rest.
-int64_t grid_for(int64_t work) {
-  const int64_t max_blocks =
-      int64_t(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
-  return std::max<int64_t>(1, std::min<int64_t>(ceil_div(work, kThreads), max_blocks));
-}
-
 // A [channels, K] compute-type table as the kernels read it: [K, channels] (a warp's channels
 // contiguous; `table` keeps that copy alive) when channels are fastest, as is otherwise.
 template <typename T>
@@ -332,11 +322,12 @@ struct CudaDct {
       }
       const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
       if (lane_step >= 0 && is_16_byte_aligned(call.x) && is_16_byte_aligned(y)) {
-        dct_forward_packs_kernel<scalar_t><<<grid_for(ceil_div(n, pack)), kThreads, 0, stream>>>(
+        FASTACT_LAUNCH(grid_for(ceil_div(n, pack)), kThreads, 0, stream,
+                       dct_forward_packs_kernel<scalar_t>)(
             call.x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), n, t, layout,
             lane_step, basis);
       } else {
-        dct_forward_elements_kernel<scalar_t><<<grid_for(n), kThreads, 0, stream>>>(
+        FASTACT_LAUNCH(grid_for(n), kThreads, 0, stream, dct_forward_elements_kernel<scalar_t>)(
             call.x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), n, t, layout,
             basis);
       }
@@ -372,11 +363,11 @@ struct CudaDct {
           const scalar_t* grad = call.grad.const_data_ptr<scalar_t>();
           const scalar_t* x = call.x.const_data_ptr<scalar_t>();
           if (channels_fastest) {
-            dct_backward_rows_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
+            FASTACT_LAUNCH(blocks, kThreads, 0, stream, dct_backward_rows_kernel<scalar_t>)(
                 grad, x, grad_x_data, partial_data, t, view.outer, view.channels, tiles, basis,
                 want_grad_x, grad_coeffs);
           } else {
-            dct_backward_runs_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(
+            FASTACT_LAUNCH(blocks, kThreads, 0, stream, dct_backward_runs_kernel<scalar_t>)(
                 grad, x, grad_x_data, partial_data, t, Channels{view.inner, view.channels},
                 per_channel, tiles, basis, want_grad_x, grad_coeffs);
           }
@@ -384,7 +375,7 @@ struct CudaDct {
           if (grad_coeffs) {
             const int64_t width = K * view.channels;
             sums = at::empty({K, view.channels}, compute_options);
-            dct_sum_pieces_kernel<acc_t><<<grid_for(width), kThreads, 0, stream>>>(
+            FASTACT_LAUNCH(grid_for(width), kThreads, 0, stream, dct_sum_pieces_kernel<acc_t>)(
                 partials.const_data_ptr<acc_t>(), sums.mutable_data_ptr<acc_t>(), tiles, width);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           }
@@ -395,6 +386,6 @@ struct CudaDct {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastact, CUDA, m) { register_dct_kernels<CudaDct>(m); }
+FASTACT_CUDA_KERNELS(m) { register_dct_kernels<CudaDct>(m); }
 
 }  // namespace fastact::cuda

@@ -1,13 +1,14 @@
 // Elementwise maps on CUDA: a 128-bit vectorised kernel for tensors that share one dense
-// layout (contiguous, channels_last, any permutation), ATen's gpu_kernel for other strides.
+// layout (contiguous, channels_last, any permutation), an element kernel with offsets from
+// the strides for the others.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/TensorIterator.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <ATen/native/cuda/Loops.cuh>
-#include <c10/cuda/CUDAGuard.h>
+
+#include "cuda/runtime.cuh"
+#include "host/common.h"
 
 #include <array>
 #include <cstdint>
@@ -53,20 +54,43 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Wraps an opmath functor for gpu_kernel, which passes and expects scalar_t and needs a
-// call operator of fixed arity.
-template <typename scalar_t, typename Op, typename Indices>
-struct InStorageType;
+// The iteration space of a strided map after TensorIterator coalesced its dimensions:
+// innermost first; strides in elements, of the output and then of each input.
+constexpr int kMaxDims = 12;
 
-template <typename scalar_t, typename Op, size_t... I>
-struct InStorageType<scalar_t, Op, std::index_sequence<I...>> {
-  template <size_t>
-  using Arg = scalar_t;
-  Op op;
-  __device__ scalar_t operator()(Arg<I>... args) const {
-    return static_cast<scalar_t>(op(static_cast<at::opmath_type<scalar_t>>(args)...));
-  }
+template <size_t N>
+struct StridedLayout {
+  int dims;
+  int64_t sizes[kMaxDims];
+  int64_t strides[kMaxDims][N + 1];
 };
+
+// out[i] = op(in_0[i], ...) element by element, each operand at its own strides.
+template <typename scalar_t, size_t N, typename Op, size_t... I>
+__global__ void __launch_bounds__(kThreads)
+    map_strided_kernel(scalar_t* __restrict__ out, Inputs<scalar_t, N> in, int64_t n,
+                       StridedLayout<N> layout, Op op, std::index_sequence<I...>) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    int64_t offsets[N + 1] = {};
+    int64_t rest = i;
+    for (int d = 0; d < layout.dims; ++d) {
+      const int64_t coordinate = rest % layout.sizes[d];
+      rest /= layout.sizes[d];
+      for (size_t k = 0; k <= N; ++k) offsets[k] += coordinate * layout.strides[d][k];
+    }
+    out[offsets[0]] = static_cast<scalar_t>(op(static_cast<acc_t>(in[I][offsets[I + 1]])...));
+  }
+}
+
+// Enough blocks of kThreads for `work` items to fill every SM (8 resident blocks each), no
+// more: grid-stride loops cover the rest.
+inline int64_t grid_for(int64_t work) {
+  const int64_t max_blocks =
+      int64_t(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
+  return std::max<int64_t>(1, std::min<int64_t>(ceil_div(work, kThreads), max_blocks));
+}
 
 inline bool shares_dense_layout(const at::Tensor& out, std::initializer_list<at::Tensor> in) {
   if (!out.is_non_overlapping_and_dense()) return false;
@@ -91,28 +115,37 @@ at::Tensor map_tensors(const at::Tensor& like, std::initializer_list<at::Tensor>
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, like.scalar_type(), "fastact_map", [&] {
     bool aligned = is_16_byte_aligned(out);
     for (const at::Tensor& t : inputs) aligned = aligned && is_16_byte_aligned(t);
+    const int64_t n = out.numel();
+    const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+    Inputs<scalar_t, N> ptrs{};
     if (aligned && shares_dense_layout(out, inputs)) {
-      Inputs<scalar_t, N> ptrs;
       size_t k = 0;
       for (const at::Tensor& t : inputs) ptrs[k++] = t.const_data_ptr<scalar_t>();
-      const int64_t n = out.numel();
-      const int64_t packs = (n + Pack<scalar_t>::size - 1) / Pack<scalar_t>::size;
-      // Enough blocks to fill every SM (8 resident blocks of 256 threads), no more: the
-      // grid-stride loop covers the rest.
-      const int64_t max_blocks =
-          int64_t(at::cuda::getCurrentDeviceProperties()->multiProcessorCount) * 8;
-      const int64_t blocks = std::max<int64_t>(
-          1, std::min<int64_t>((packs + kThreads - 1) / kThreads, max_blocks));
-      map_packs_kernel<scalar_t, N><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-          out.mutable_data_ptr<scalar_t>(), ptrs, n, op, std::make_index_sequence<N>{});
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      FASTACT_LAUNCH(grid_for(ceil_div(n, Pack<scalar_t>::size)), kThreads, 0, stream,
+                     map_packs_kernel<scalar_t, N>)(out.mutable_data_ptr<scalar_t>(), ptrs, n,
+                                                    op, std::make_index_sequence<N>{});
     } else {
       at::TensorIteratorConfig config;
       config.add_output(out).check_all_same_dtype(true);
       for (const at::Tensor& t : inputs) config.add_const_input(t);
-      at::TensorIterator iter = config.build();
-      at::native::gpu_kernel(iter, InStorageType<scalar_t, Op, std::make_index_sequence<N>>{op});
+      const at::TensorIterator iter = config.build();
+      TORCH_CHECK(iter.ndim() <= kMaxDims, "fastact: the CUDA elementwise kernels take at most ",
+                  kMaxDims, " dimensions that do not coalesce, got ", iter.ndim());
+      StridedLayout<N> layout{int(iter.ndim()), {}, {}};
+      for (int d = 0; d < layout.dims; ++d) {
+        layout.sizes[d] = iter.shape()[d];
+        for (size_t k = 0; k <= N; ++k) {
+          layout.strides[d][k] = iter.strides(int(k))[d] / int64_t(sizeof(scalar_t));
+        }
+      }
+      for (size_t k = 0; k < N; ++k) {
+        ptrs[k] = static_cast<const scalar_t*>(iter.data_ptr(int(k) + 1));
+      }
+      FASTACT_LAUNCH(grid_for(n), kThreads, 0, stream, map_strided_kernel<scalar_t, N>)(
+          static_cast<scalar_t*>(iter.data_ptr(0)), ptrs, n, layout, op,
+          std::make_index_sequence<N>{});
     }
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }

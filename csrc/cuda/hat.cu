@@ -1,6 +1,4 @@
 // Hat on CUDA: the formulas of fastact/hat.h through the elementwise maps of elementwise.cuh.
-#include <torch/library.h>
-
 #include "host/common.h"
 #include "cuda/elementwise.cuh"
 #include "fastact/hat.h"
@@ -35,7 +33,7 @@ at::Tensor hat_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x) {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastact, CUDA, m) {
+FASTACT_CUDA_KERNELS(m) {
   m.impl("hat", &hat_cuda);
   m.impl("hat_backward", &hat_backward_cuda);
 }

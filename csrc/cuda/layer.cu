@@ -3,12 +3,10 @@
 // fixed-order finish: no float atomics.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <cstdint>
 
+#include "cuda/runtime.cuh"
 #include "fastact/layer.h"
 #include "host/layer.h"
 
@@ -156,8 +154,8 @@ struct CudaEpilogues {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, z.scalar_type(), "geometric_relu_epilogue", [&] {
           using acc_t = at::opmath_type<scalar_t>;
-          epilogue_forward_kernel<scalar_t>
-              <<<grid, kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          FASTACT_LAUNCH(grid, kBlockThreads, 0, at::cuda::getCurrentCUDAStream(),
+                         epilogue_forward_kernel<scalar_t>)(
                   z.mutable_data_ptr<scalar_t>(), radius_columns.const_data_ptr<acc_t>(),
                   bias_columns.const_data_ptr<acc_t>(), mask.mutable_data_ptr<int32_t>(),
                   geometry.rows, geometry.cols, geometry.words_per_row(), rows_per_block);
@@ -171,9 +169,8 @@ struct CudaEpilogues {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, grad.scalar_type(), "geometric_relu_epilogue_backward", [&] {
           using acc_t = at::opmath_type<scalar_t>;
-          epilogue_backward_kernel<scalar_t>
-              <<<dim3(geometry.words_per_row(), partial.size(0)), kBlockThreads, 0,
-                 at::cuda::getCurrentCUDAStream()>>>(
+          FASTACT_LAUNCH(dim3(geometry.words_per_row(), partial.size(0)), kBlockThreads, 0,
+                         at::cuda::getCurrentCUDAStream(), epilogue_backward_kernel<scalar_t>)(
                   grad.const_data_ptr<scalar_t>(), mask.const_data_ptr<int32_t>(),
                   grad_masked.mutable_data_ptr<scalar_t>(), partial.mutable_data_ptr<acc_t>(),
                   geometry.rows, geometry.cols, geometry.words_per_row(), rows_per_block);
@@ -185,8 +182,8 @@ struct CudaEpilogues {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, t.u.scalar_type(), "geometric_relu_radial_backward", [&] {
           using acc_t = at::opmath_type<scalar_t>;
-          radial_backward_kernel<scalar_t>
-              <<<geometry.channels, kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          FASTACT_LAUNCH(geometry.channels, kBlockThreads, 0, at::cuda::getCurrentCUDAStream(),
+                         radial_backward_kernel<scalar_t>)(
                   t.grad_u.mutable_data_ptr<scalar_t>(), t.u.const_data_ptr<scalar_t>(),
                   t.radius.const_data_ptr<scalar_t>(), t.partial.const_data_ptr<acc_t>(),
                   t.partial.size(0), geometry.cols,
@@ -204,6 +201,6 @@ struct CudaEpilogues {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastact, CUDA, m) { register_layer_kernels<CudaEpilogues>(m); }
+FASTACT_CUDA_KERNELS(m) { register_layer_kernels<CudaEpilogues>(m); }
 
 }  // namespace fastact::cuda

@@ -3,13 +3,11 @@
 // fastact/sphere.h, the ops around them csrc/host/sphere.h's.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
 
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/runtime.cuh"
 #include "fastact/sphere.h"
 #include "host/sphere.h"
 
@@ -266,9 +264,9 @@ struct CudaSphere {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, theta.scalar_type(), "spherical_to_cartesian", [&] {
           launch_rows(rows, n, [&](auto group, int64_t blocks, cudaStream_t stream) {
-            spherical_forward_kernel<scalar_t, decltype(group)::value>
-                <<<blocks, kBlockThreads, 0, stream>>>(theta.const_data_ptr<scalar_t>(),
-                                                       u.mutable_data_ptr<scalar_t>(), rows, n);
+            FASTACT_LAUNCH(blocks, kBlockThreads, 0, stream,
+                           spherical_forward_kernel<scalar_t, decltype(group)::value>)(
+                theta.const_data_ptr<scalar_t>(), u.mutable_data_ptr<scalar_t>(), rows, n);
             C10_CUDA_KERNEL_LAUNCH_CHECK();
           });
         });
@@ -287,8 +285,8 @@ struct CudaSphere {
         at::kHalf, at::kBFloat16, theta.scalar_type(), "spherical_to_cartesian_backward", [&] {
           using work_t = at::opmath_type<scalar_t>;
           launch_rows(rows, n, [&](auto group, int64_t blocks, cudaStream_t stream) {
-            spherical_backward_kernel<scalar_t, work_t, decltype(group)::value>
-                <<<blocks, kBlockThreads, 0, stream>>>(
+            FASTACT_LAUNCH(blocks, kBlockThreads, 0, stream,
+                           spherical_backward_kernel<scalar_t, work_t, decltype(group)::value>)(
                     grad_u.const_data_ptr<scalar_t>(), theta.const_data_ptr<scalar_t>(),
                     work.mutable_data_ptr<work_t>(), grad_theta.mutable_data_ptr<scalar_t>(),
                     rows, n);
@@ -301,8 +299,8 @@ struct CudaSphere {
                                      const at::Tensor& theta, int64_t rows, int64_t n) {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, w.scalar_type(), "cartesian_to_spherical", [&] {
-          cartesian_forward_kernel<scalar_t>
-              <<<blocks_for(rows), kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          FASTACT_LAUNCH(blocks_for(rows), kBlockThreads, 0, at::cuda::getCurrentCUDAStream(),
+                         cartesian_forward_kernel<scalar_t>)(
                   w.const_data_ptr<scalar_t>(), radius.mutable_data_ptr<scalar_t>(),
                   theta.mutable_data_ptr<scalar_t>(), rows, n);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -315,8 +313,8 @@ struct CudaSphere {
     const at::Tensor tails = at::empty({rows, n + 1}, w.options().dtype(at::kDouble));
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, w.scalar_type(), "cartesian_to_spherical_backward", [&] {
-          cartesian_backward_kernel<scalar_t>
-              <<<blocks_for(rows), kBlockThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          FASTACT_LAUNCH(blocks_for(rows), kBlockThreads, 0, at::cuda::getCurrentCUDAStream(),
+                         cartesian_backward_kernel<scalar_t>)(
                   grad_radius.defined() ? grad_radius.const_data_ptr<scalar_t>() : nullptr,
                   grad_theta.defined() ? grad_theta.const_data_ptr<scalar_t>() : nullptr,
                   w.const_data_ptr<scalar_t>(), tails.mutable_data_ptr<double>(),
@@ -328,6 +326,6 @@ struct CudaSphere {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fastact, CUDA, m) { register_sphere_kernels<CudaSphere>(m); }
+FASTACT_CUDA_KERNELS(m) { register_sphere_kernels<CudaSphere>(m); }
 
 }  // namespace fastact::cuda
