@@ -32,10 +32,13 @@ AUTO = "auto"
 ONNX = "onnx"
 
 # The default backend per op for CUDA tensors. No GPU figure exists yet (no GPU has run
-# `make bench`), so this is not a measurement: the rule until one exists is "the backend whose
-# kernels have executed". The Triton kernels run (through the interpreter) in every `make
-# test`; the CUDA C++ kernels are compiled and their PTX inspected (`make check-cuda`), but have
-# never executed. Replace each entry with the faster backend once a GPU has measured both.
+# `make bench`), so this is not a measurement. Both backends' kernels execute the whole test
+# matrix on the CPU in every `make test` (Triton's in its interpreter, the CUDA C++ ones through
+# the SIMT emulator, "cuda-emulated"), neither has run on a GPU; the rule until one has is "the
+# backend that compiles for the GPU present": Triton compiles its kernels for whatever GPU it
+# finds, the CUDA kernels are built for the architectures in TORCH_CUDA_ARCH_LIST only
+# (default 8.0 and 9.0). Replace each entry with the faster backend once a GPU has measured both
+# (`make check-gpu` writes the figures).
 CUDA_AUTO = {
     "hat": "triton",
     "dct_activation": "triton",
