@@ -1,5 +1,6 @@
 """Loads the compiled library fastact._C, or falls back with one clear warning."""
 
+import importlib.util
 import warnings
 
 import torch
@@ -21,23 +22,22 @@ except ImportError as error:  # not built, or built against another torch
 
 
 # fastact._C_emulated: the CUDA kernels on the SIMT emulator (the "cuda-emulated" backend),
-# built on request (FASTACT_EMULATED_CUDA=1; `make build` does). Its absence is normal.
-try:
-    from fastact import _C_emulated  # noqa: F401  (registers torch.ops.fastact_emulated.*)
-
-    EMULATED_LOAD_ERROR = None
-except ModuleNotFoundError:
-    _C_emulated = None
-    EMULATED_LOAD_ERROR = None
-except ImportError as error:  # built against another torch
-    _C_emulated = None
-    EMULATED_LOAD_ERROR = error
-    warnings.warn(
-        f"fastact: the emulated CUDA kernels (fastact._C_emulated) could not be loaded ({error}); "
-        "the 'cuda-emulated' backend is unavailable. Rebuild with `make build`.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
+# built on request (FASTACT_EMULATED_CUDA=1; `make build` does). Its absence is normal, and
+# looked up first: `from fastact import _C_emulated` raises ImportError, not
+# ModuleNotFoundError, for a missing submodule.
+_C_emulated = None
+EMULATED_LOAD_ERROR = None
+if importlib.util.find_spec("fastact._C_emulated") is not None:
+    try:
+        from fastact import _C_emulated  # noqa: F401  (registers torch.ops.fastact_emulated.*)
+    except ImportError as error:  # built against another torch
+        EMULATED_LOAD_ERROR = error
+        warnings.warn(
+            f"fastact: the emulated CUDA kernels (fastact._C_emulated) could not be loaded "
+            f"({error}); the 'cuda-emulated' backend is unavailable. Rebuild with `make build`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def emulated_loaded() -> bool:
