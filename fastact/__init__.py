@@ -2,8 +2,8 @@
 
     import fastact
     y = fastact.hat(x)                       # or fastact.nn.Hat() in a model
-    with fastact.use_backend("reference"):   # "auto" (default), "cpu", "cuda", "triton"
-        ...
+    with fastact.use_backend("reference"):   # "auto" (default), "cpu", "cuda", "triton",
+        ...                                  # "cuda-emulated" (fastact.available_backends())
 
 See README.md for backends and dtypes, docs/ for benchmarks and the papers.
 """
