@@ -180,6 +180,14 @@ def select(op: str, device: torch.device) -> str:
     return name
 
 
+def loaded_namespaces() -> list[str]:
+    """The torch.ops namespaces whose ops exist in this process: each op family registers its
+    fake kernels and autograd in every one of them."""
+    return ((["fastact"] if _extension.loaded() else [])
+            + (["fastact_emulated"] if _extension.emulated_loaded() else [])
+            + (["fastact_triton"] if _triton.AVAILABLE else []))
+
+
 def ops(backend: str):
     """The ops of a backend other than "reference": torch.ops.fastact ("cpu", "cuda"),
     torch.ops.fastact_triton ("triton"), torch.ops.fastact_emulated ("cuda-emulated") or

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fastact import _backend, _checks, _extension, reference
+from fastact import _backend, _checks, reference
 from fastact import triton as _triton
 
 if _triton.AVAILABLE:
@@ -64,9 +64,5 @@ def _register(namespace: str) -> None:
     )
 
 
-if _extension.loaded():
-    _register("fastact")
-if _extension.emulated_loaded():
-    _register("fastact_emulated")
-if _triton.AVAILABLE:
-    _register("fastact_triton")
+for _namespace in _backend.loaded_namespaces():
+    _register(_namespace)

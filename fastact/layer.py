@@ -19,7 +19,7 @@ import weakref
 import torch
 from torch import Tensor
 
-from fastact import _backend, _checks, _extension, reference
+from fastact import _backend, _checks, reference
 from fastact import sphere  # noqa: F401  (the directions' ops and their autograd)
 from fastact import triton as _triton
 
@@ -361,9 +361,5 @@ def _register_autocast(namespace: str, name: str) -> None:
                      with_keyset=True)
 
 
-if _extension.loaded():
-    _register("fastact")
-if _extension.emulated_loaded():
-    _register("fastact_emulated")
-if _triton.AVAILABLE:
-    _register("fastact_triton")
+for _namespace in _backend.loaded_namespaces():
+    _register(_namespace)

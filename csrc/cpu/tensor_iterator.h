@@ -13,19 +13,12 @@
 #include <initializer_list>
 
 #include "cpu/isa.h"
+#include "host/common.h"
 
 namespace fastact::cpu {
 
 // A new tensor laid out like `like` (at::empty_like, as the op's fake kernel says) holding
 // loop(inputs...) elementwise. All inputs share `like`'s float dtype and shape.
-inline bool shares_dense_layout(const at::Tensor& out, std::initializer_list<at::Tensor> inputs) {
-  if (!out.is_non_overlapping_and_dense()) return false;
-  for (const at::Tensor& t : inputs) {
-    if (t.strides() != out.strides()) return false;
-  }
-  return true;
-}
-
 // The loop over the flat memory of `out` and `inputs` (shares_dense_layout), in blocks of
 // TensorIterator's grain: building a TensorIterator costs ~1 us, as much as the whole op on
 // a small tensor.

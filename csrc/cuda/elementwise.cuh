@@ -92,14 +92,6 @@ inline int64_t grid_for(int64_t work) {
   return std::max<int64_t>(1, std::min<int64_t>(ceil_div(work, kThreads), max_blocks));
 }
 
-inline bool shares_dense_layout(const at::Tensor& out, std::initializer_list<at::Tensor> in) {
-  if (!out.is_non_overlapping_and_dense()) return false;
-  for (const at::Tensor& t : in) {
-    if (t.strides() != out.strides()) return false;
-  }
-  return true;
-}
-
 inline bool is_16_byte_aligned(const at::Tensor& t) {
   return reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
 }

@@ -8,6 +8,7 @@
 #include <c10/util/Exception.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 namespace fastact {
 
@@ -36,6 +37,16 @@ inline void check_matches(const char* op, const char* name, const at::Tensor& t,
 // (at::opmath_type of the CUDA kernels, Storage<S>::acc_t of the CPU kernels).
 inline c10::ScalarType compute_dtype(c10::ScalarType dtype) {
   return dtype == c10::ScalarType::Double ? c10::ScalarType::Double : c10::ScalarType::Float;
+}
+
+// Whether `out` is dense and every input has its strides: then all are flat memory in one
+// order, and an elementwise map runs over them as 1-D arrays (CPU and CUDA).
+inline bool shares_dense_layout(const at::Tensor& out, std::initializer_list<at::Tensor> in) {
+  if (!out.is_non_overlapping_and_dense()) return false;
+  for (const at::Tensor& t : in) {
+    if (t.strides() != out.strides()) return false;
+  }
+  return true;
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
