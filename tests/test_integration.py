@@ -5,14 +5,16 @@ DistributedDataParallel (gloo, 2 processes) against single-process training."""
 from __future__ import annotations
 
 import copy
+import faulthandler
 import io
 import os
-import socket
+import pathlib
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import ProcessException
 from fastact_testing import requires_gpu
 
 import fastact
@@ -205,9 +207,19 @@ def ddp_batch(name: str):
     return x, target
 
 
-def _ddp_worker(rank, world_size, port, result_path):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+def _ddp_worker(rank, world_size, workdir):
+    """One rank: trains every model on its half of the batch; rank 0 saves the results.
+    Hermetic (a file store, the gloo pairs on the loopback interface: no port to race for, no
+    host name to resolve) and diagnosable (stdout/stderr and a fault handler's traceback go to
+    rank<N>.log, which the fixture shows when a rank dies)."""
+    workdir = pathlib.Path(workdir)
+    log = open(workdir / f"rank{rank}.log", "w", buffering=1)
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    faulthandler.enable(log)
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    dist.init_process_group("gloo", init_method=(workdir / "store").as_uri(), rank=rank,
+                            world_size=world_size)
     try:
         torch.set_num_threads(1)
         results = {}
@@ -217,23 +229,24 @@ def _ddp_worker(rank, world_size, port, result_path):
             shard = slice(rank * 4, rank * 4 + 4)  # each rank trains on half of the batch
             train(model, x[shard], target[shard])
             results[name] = model.module.state_dict()
+            del model  # no DDP reducer outlives the process group
         if rank == 0:
-            torch.save(results, result_path)
+            torch.save(results, workdir / "rank0.pt")
+        dist.barrier()  # both ranks leave together: neither tears down a pair the other uses
     finally:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
-    result = tmp_path_factory.mktemp("ddp") / "rank0.pt"
-    mp.spawn(_ddp_worker, args=(2, free_port(), str(result)), nprocs=2, join=True)
-    return torch.load(result, weights_only=True)
+    workdir = tmp_path_factory.mktemp("ddp")
+    try:
+        mp.spawn(_ddp_worker, args=(2, str(workdir)), nprocs=2, join=True)
+    except ProcessException as error:
+        logs = "\n".join(f"--- {log.name} ---\n{log.read_text()[-4000:]}"
+                         for log in sorted(workdir.glob("rank*.log")))
+        pytest.fail(f"a DDP rank failed: {error}\n{logs}", pytrace=False)
+    return torch.load(workdir / "rank0.pt", weights_only=True)
 
 
 @pytest.mark.parametrize("name", MODELS)
