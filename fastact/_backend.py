@@ -101,16 +101,17 @@ _CPU_KERNELS = _extension.has_kernels_for("cpu")
 
 def auto_cpu(x) -> bool:
     """Whether an op on x runs on the "cpu" backend's C++ kernels without a choice to make: x a
-    CPU tensor, the backend in force "auto" or "cpu", no export or trace running. The wrappers
-    then call the C++ op at once (it checks what the Python checks would, with the same error
-    types): the hot path of a small tensor, where select() and the checks cost as much as the
-    kernel."""
+    CPU tensor, the backend in force "auto" or "cpu", no compile, export or trace running (an
+    eager call). The wrappers then call the C++ op at once (it checks what the Python checks
+    would, with the same error types), or its direct entry in fastact._C (csrc/ops.cpp): the
+    hot path of a small tensor, where select() and the checks cost as much as the kernel."""
     if not (_CPU_KERNELS and isinstance(x, torch.Tensor) and x.is_cpu):
         return False
     stack = _stack()
     name = stack[-1] if stack else _default
     return (name == AUTO or name == "cpu") and not (
-        torch.compiler.is_exporting() or torch._C._get_tracing_state())
+        torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        or torch._C._get_tracing_state())
 
 
 def _serves(backend: str, device: torch.device) -> bool:

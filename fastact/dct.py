@@ -17,7 +17,7 @@ import numbers
 import torch
 from torch import Tensor
 
-from fastact import _backend, _checks, reference
+from fastact import _backend, _checks, _extension, reference
 from fastact import triton as _triton
 
 if _triton.AVAILABLE:
@@ -66,10 +66,6 @@ _SCALE_RANGE = {
     compute: (torch.finfo(compute).tiny, torch.finfo(compute).max)
     for compute in (torch.float32, torch.float64)
 }
-
-
-# A domain that fits float32 fits float64.
-_FLOAT32_SCALE = _SCALE_RANGE[torch.float32]
 
 
 def _domain_fits(lo: float, hi: float, dtype: torch.dtype) -> None:
@@ -149,16 +145,10 @@ def dct_series(x: Tensor, coeffs: Tensor, channel_dim: int, lo: float, hi: float
                clamp: bool) -> Tensor:
     """dct_activation with the basis arguments checked and decoded (lo, hi from domain_of; the
     module checks them once, at construction)."""
-    if (_backend.auto_cpu(x) and type(channel_dim) is int and 0 <= channel_dim < x.dim()
-            and isinstance(coeffs, Tensor) and coeffs.is_cpu and coeffs.dim() == 2
-            and (coeffs.shape[0] == 1 or coeffs.shape[0] == x.shape[channel_dim])
-            and coeffs.shape[1] > 0
-            and x.dtype in _checks.FLOAT_DTYPES and coeffs.dtype in _checks.FLOAT_DTYPES
-            and _FLOAT32_SCALE[0] <= 1.0 / (hi - lo) <= _FLOAT32_SCALE[1]):
-        # The hot path: every argument is valid (each test above fails for any input that
-        # _tensor_arguments would reject), and the C++ op checks them again.
-        return torch.ops.fastact.dct_activation.default(x, coeffs, channel_dim, lo, hi, odd,
-                                                        clamp)
+    if _backend.auto_cpu(x):
+        y = _extension._C.dct_call(x, coeffs, channel_dim, lo, hi, odd, clamp)
+        if y is not None:  # None: a call the direct entry does not take
+            return y
     table, channel_dim = _tensor_arguments(x, coeffs, channel_dim, lo, hi)
     backend = _backend.select("dct_activation", x.device)
     if backend == "reference":

@@ -154,3 +154,101 @@ def test_auto_on_cuda_tensors_takes_the_ops_default_then_any_gpu_backend(monkeyp
     assert _backend.select("dct_activation", cuda) == "triton"
     monkeypatch.setattr(_backend, "_serves", lambda backend, device: backend == "cuda")
     assert _backend.select("dct_activation", cuda) == "cuda"
+
+
+# The direct entries of the CPU hot path (csrc/ops.cpp: fastact._C.hat_call / dct_call, which
+# fastact.hat and the DCT take for an eager call on CPU tensors under "auto" or "cpu").
+
+def dct_arguments(channel_dim=-1):
+    x = torch.randn(5, 3, 8, dtype=torch.float64)
+    coeffs = torch.randn(8, 6, dtype=torch.float64)
+    return x, coeffs, channel_dim, -1.0, 1.0, True, False
+
+
+@pytest.mark.parametrize("channel_dim", [2, -1])
+def test_direct_dct_entry_takes_module_calls_and_matches_the_reference(channel_dim):
+    x, coeffs, *basis = dct_arguments(channel_dim)
+    y = fastact._extension._C.dct_call(x, coeffs, *basis)
+    assert y is not None  # negative channel_dim (ENN's layers, the examples) stays on it
+    expected = fastact.reference.dct_activation(x, coeffs, channel_dim=channel_dim)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    module = fastact.nn.DCTActivation(8, channel_dim=-1, dtype=torch.float64)
+    torch.testing.assert_close(module(x), fastact.reference.dct_activation(
+        x, module.coeffs, channel_dim=-1), rtol=1e-12, atol=1e-12)
+
+
+def test_direct_entries_decline_what_the_python_path_must_handle():
+    hat_call, dct_call = fastact._extension._C.hat_call, fastact._extension._C.dct_call
+    x, coeffs, *basis = dct_arguments()
+    assert hat_call(x.to(torch.int32)) is None  # the op rejects it: Python raises the error
+    assert hat_call(x.to("meta")) is None
+    assert hat_call([1.0]) is None
+    assert dct_call(x, coeffs.to("meta"), *basis) is None  # else the fake kernel would run
+    assert dct_call(x, coeffs, 3, *basis[1:]) is None  # out of range
+    assert dct_call(x, coeffs, True, *basis[1:]) is None  # a bool is no channel_dim
+    assert dct_call(x, coeffs, -1, -1, 1.0, True, False) is None  # an int lo: Python decodes it
+    assert dct_call(x, coeffs[:, :0], *basis) is None
+    assert dct_call(x, coeffs, *basis[:-1]) is None  # six arguments
+
+
+class LoggedTensor(torch.Tensor):
+    """A subclass whose __torch_function__ records the functions called on it."""
+    calls: list = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        cls.calls.append(func)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+class LoggingMode(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+def saw(calls, packet) -> bool:
+    return packet in calls or packet.default in calls
+
+
+def test_torch_function_subclasses_and_modes_still_see_the_op():
+    x, coeffs, *basis = dct_arguments()
+    logged = x.as_subclass(LoggedTensor)
+    assert fastact._extension._C.hat_call(logged) is None
+    LoggedTensor.calls.clear()
+    y = fastact.hat(logged)
+    assert saw(LoggedTensor.calls, torch.ops.fastact.hat)
+    torch.testing.assert_close(y.as_subclass(torch.Tensor), fastact.reference.hat(x))
+    with LoggingMode() as mode:
+        assert fastact._extension._C.dct_call(x, coeffs, *basis) is None
+        fastact.hat(x)
+        fastact.dct.dct_series(x, coeffs, *basis)
+    assert saw(mode.calls, torch.ops.fastact.hat)
+    assert saw(mode.calls, torch.ops.fastact.dct_activation)
+
+
+def test_direct_entries_keep_autograd_and_dispatch_modes():
+    x, coeffs, *basis = dct_arguments()
+    x.requires_grad_(True)
+    coeffs.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x, c: fastact._extension._C.dct_call(x, c, *basis),
+                                    (x, coeffs))
+    assert torch.autograd.gradcheck(fastact._extension._C.hat_call, (x,))
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Recorder() as recorder:
+        fastact.hat(x.detach())
+    assert torch.ops.fastact.hat.default in recorder.ops
