@@ -4,6 +4,7 @@
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <Python.h>
+#include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/library.h>
 
@@ -34,11 +35,14 @@ const at::Tensor* plain_cpu_tensor(PyObject* obj) {
   return tensor.is_cpu() ? &tensor : nullptr;
 }
 
+// As Python's operator call: the GIL released around the op, its warnings (TORCH_WARN) raised
+// as Python warnings when this returns.
 template <class Call>
 PyObject* call_or_none(const Call& call) {
+  HANDLE_TH_ERRORS
   at::Tensor result;
   bool taken = true;
-  Py_BEGIN_ALLOW_THREADS  // as Python's operator call: other threads run during the kernel
+  Py_BEGIN_ALLOW_THREADS
   try {
     result = call();
   } catch (...) {  // the Python path checks the arguments again and raises
@@ -47,6 +51,7 @@ PyObject* call_or_none(const Call& call) {
   Py_END_ALLOW_THREADS
   if (!taken) Py_RETURN_NONE;
   return THPVariable_Wrap(std::move(result));
+  END_HANDLE_TH_ERRORS
 }
 
 template <class Signature>
