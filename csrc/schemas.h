@@ -26,7 +26,10 @@ inline void define_ops(torch::Library& m) {
         "float lo, float hi, bool odd, bool clamp, bool[2] output_mask) -> (Tensor, Tensor)",
         tags);
   // GmP (fastact/sphere.py, fastact/layer.py). The layer ops take the unit directions u; the
-  // mask they return is what their backward needs (one bit per output).
+  // mask they return is what their backward needs (one bit per output). The layer backward's
+  // output_mask says whether to compute grad_x and the parameters' gradients (grad_u,
+  // grad_radius, grad_bias, all three or none: a frozen layer's input gradient needs none);
+  // the others come back empty ([0]).
   m.def("spherical_to_cartesian(Tensor theta) -> Tensor", tags);
   m.def("spherical_to_cartesian_backward(Tensor grad_u, Tensor theta) -> Tensor", tags);
   m.def("cartesian_to_spherical(Tensor w) -> (Tensor, Tensor)", tags);
@@ -35,14 +38,14 @@ inline void define_ops(torch::Library& m) {
   m.def("geometric_relu_linear(Tensor x, Tensor u, Tensor radius, Tensor? bias) -> (Tensor, Tensor)",
         tags);
   m.def("geometric_relu_linear_backward(Tensor grad_z, Tensor mask, Tensor x, Tensor u, "
-        "Tensor radius, Tensor? bias, bool x_needs_grad) -> (Tensor, Tensor, Tensor, Tensor)",
+        "Tensor radius, Tensor? bias, bool[2] output_mask) -> (Tensor, Tensor, Tensor, Tensor)",
         tags);
   m.def("geometric_relu_conv2d(Tensor x, Tensor u, Tensor radius, Tensor? bias, int[2] stride, "
         "int[2] padding, int[2] dilation, int groups) -> (Tensor, Tensor)",
         tags);
   m.def("geometric_relu_conv2d_backward(Tensor grad_z, Tensor mask, Tensor x, Tensor u, "
         "Tensor radius, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
-        "int groups, bool x_needs_grad) -> (Tensor, Tensor, Tensor, Tensor)",
+        "int groups, bool[2] output_mask) -> (Tensor, Tensor, Tensor, Tensor)",
         tags);
 }
 

@@ -266,6 +266,27 @@ def _mask_like(x, rows, cols):
     return x.new_empty((rows, (cols + 31) // 32), dtype=torch.int32)
 
 
+def _layer_output_mask(ctx) -> list[bool]:
+    """The layer backward's output_mask: grad_x, and the parameters' gradients (all three: any
+    of them needs the pass that gives the others). csrc/host/autograd.h: layer_output_mask."""
+    return [ctx.needs_input_grad[0], any(ctx.needs_input_grad[1:4])]
+
+
+def _layer_grads(grads, output_mask, bias):
+    """The gradients of (x, u, radius, bias) from the layer backward's four outputs."""
+    grad_x, grad_u, grad_radius, grad_bias = grads
+    parameters = output_mask[1]
+    return (grad_x if output_mask[0] else None, grad_u if parameters else None,
+            grad_radius if parameters else None,
+            grad_bias if parameters and bias is not None else None)
+
+
+def _fake_parameter_grads(u, radius, bias_shape, needed):
+    if not needed:
+        return radius.new_empty(0), radius.new_empty(0), radius.new_empty(0)
+    return u.new_empty(u.shape), radius.new_empty(radius.shape), radius.new_empty(bias_shape)
+
+
 def _register(namespace: str) -> None:
     ops = getattr(torch.ops, namespace)
 
@@ -273,10 +294,9 @@ def _register(namespace: str) -> None:
         rows = math.prod(x.shape[:-1])
         return x.new_empty((*x.shape[:-1], u.shape[0])), _mask_like(x, rows, u.shape[0])
 
-    def fake_linear_backward(grad_z, mask, x, u, radius, bias, x_needs_grad):
-        grad_x = x.new_empty(x.shape) if x_needs_grad else x.new_empty(0)
-        return (grad_x, u.new_empty(u.shape), radius.new_empty(radius.shape),
-                radius.new_empty(radius.shape))
+    def fake_linear_backward(grad_z, mask, x, u, radius, bias, output_mask):
+        grad_x = x.new_empty(x.shape) if output_mask[0] else x.new_empty(0)
+        return (grad_x, *_fake_parameter_grads(u, radius, radius.shape, output_mask[1]))
 
     def save_linear(ctx, inputs, output):
         x, u, radius, bias = inputs
@@ -284,10 +304,9 @@ def _register(namespace: str) -> None:
 
     def linear_grad(ctx, grad_z, grad_mask):
         x, u, radius, bias, mask = ctx.saved_tensors
-        grad_x, grad_u, grad_radius, grad_bias = ops.geometric_relu_linear_backward(
-            grad_z, mask, x, u, radius, bias, ctx.needs_input_grad[0])
-        return (grad_x if ctx.needs_input_grad[0] else None, grad_u, grad_radius,
-                grad_bias if bias is not None else None)
+        output_mask = _layer_output_mask(ctx)
+        grads = ops.geometric_relu_linear_backward(grad_z, mask, x, u, radius, bias, output_mask)
+        return _layer_grads(grads, output_mask, bias)
 
     def fake_conv2d(x, u, radius, bias, stride, padding, dilation, groups):
         shape = _conv2d_output_shape(x, u, stride, padding, dilation)
@@ -296,12 +315,12 @@ def _register(namespace: str) -> None:
         return z, _mask_like(x, shape[0], shape[1] * shape[2] * shape[3])
 
     def fake_conv2d_backward(grad_z, mask, x, u, radius, bias, stride, padding, dilation, groups,
-                             x_needs_grad):
+                             output_mask):
         grad_x = (torch.empty(x.shape, dtype=x.dtype, device=x.device,
-                              memory_format=_conv2d_memory_format(x)) if x_needs_grad
+                              memory_format=_conv2d_memory_format(x)) if output_mask[0]
                   else x.new_empty(0))
-        grad_bias = radius.new_empty(radius.shape if bias is None else bias.shape)
-        return grad_x, u.new_empty(u.shape), radius.new_empty(radius.shape), grad_bias
+        bias_shape = radius.shape if bias is None else bias.shape
+        return (grad_x, *_fake_parameter_grads(u, radius, bias_shape, output_mask[1]))
 
     def save_conv2d(ctx, inputs, output):
         x, u, radius, bias, ctx.stride, ctx.padding, ctx.dilation, ctx.groups = inputs
@@ -309,11 +328,11 @@ def _register(namespace: str) -> None:
 
     def conv2d_grad(ctx, grad_z, grad_mask):
         x, u, radius, bias, mask = ctx.saved_tensors
-        grad_x, grad_u, grad_radius, grad_bias = ops.geometric_relu_conv2d_backward(
-            grad_z, mask, x, u, radius, bias, ctx.stride, ctx.padding, ctx.dilation, ctx.groups,
-            ctx.needs_input_grad[0])
-        return (grad_x if ctx.needs_input_grad[0] else None, grad_u, grad_radius,
-                grad_bias if bias is not None else None, None, None, None, None)
+        output_mask = _layer_output_mask(ctx)
+        grads = ops.geometric_relu_conv2d_backward(grad_z, mask, x, u, radius, bias, ctx.stride,
+                                                   ctx.padding, ctx.dilation, ctx.groups,
+                                                   output_mask)
+        return (*_layer_grads(grads, output_mask, bias), None, None, None, None)
 
     for name, fake, grad, setup in [
         ("geometric_relu_linear", fake_linear, linear_grad, save_linear),

@@ -7,6 +7,28 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import hashlib  # noqa: E402
+import importlib.util  # noqa: E402
+import tempfile  # noqa: E402
+
+
+def _build_identity() -> str:
+    """The built extensions' files (size and mtime), hashed."""
+    stamp = []
+    for name in ("fastact._C", "fastact._C_emulated"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            info = os.stat(spec.origin)
+            stamp.append(f"{name}:{info.st_size}:{info.st_mtime_ns}")
+    return hashlib.sha256(";".join(stamp).encode()).hexdigest()[:16]
+
+
+# torch.compile's on-disk caches find a graph of fastact ops by the ops' names, not their
+# schemas: after a rebuild that changed a schema, a cached graph would call an op with its old
+# arguments. One cache directory per build of the extensions.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"torchinductor-fastact-{_build_identity()}"))
+
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 

@@ -22,6 +22,10 @@ from fastact_testing import (
 import fastact
 
 
+# The layer backward ops' output_mask values autograd asks for: (grad_x, the parameters').
+LAYER_OUTPUT_MASKS = ([True, True], [False, True], [True, False])
+
+
 def run(backend, fn, *args, **kwargs):
     with fastact.use_backend(backend):
         return fn(*args, **kwargs)
@@ -195,6 +199,59 @@ def test_geometric_relu_conv2d_gradcheck(backend, device):
     with fastact.use_backend(backend):
         assert torch.autograd.gradcheck(fn, (x, theta, radius, bias),
                                         fast_mode=interpreted(backend, device))
+
+
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: str(d)[6:])
+def test_frozen_layer_input_gradient(backend, device, dtype):
+    """x's gradient through a frozen layer (no parameter requires grad: the backward op skips
+    the parameters' pass and scales the smaller of g' and u by the radius) against the float64
+    reference, batches smaller and larger than the weight."""
+    torch.manual_seed(1)
+    cases = [
+        (fastact.geometric_relu, fastact.reference.geometric_relu, (2, 3, 9), 6, 9, {}),
+        (fastact.geometric_relu, fastact.reference.geometric_relu, (40, 5), 4, 5, {}),
+        (fastact.geometric_relu_conv2d, fastact.reference.geometric_relu_conv2d, (2, 4, 5, 6), 6,
+         2 * 3 * 3, dict(kernel_size=3, padding=1, stride=(1, 2), groups=2)),
+        (fastact.geometric_relu_conv2d, fastact.reference.geometric_relu_conv2d, (1, 4, 3, 3), 6,
+         4 * 2 * 2, dict(kernel_size=2, channels_last=True)),
+    ]
+    for fn, reference, x_shape, out, fan_in, kwargs in cases:
+        layout = (torch.channels_last if kwargs.pop("channels_last", False)
+                  else torch.contiguous_format)
+        x = torch.randn(x_shape).to(device, dtype).to(memory_format=layout).requires_grad_()
+        frozen = [t.detach() for t in parameters(out, fan_in, device, dtype)]
+        z = run(backend, fn, x, *frozen, **kwargs)
+        grad = torch.randn_like(z)
+        (grad_x,) = torch.autograd.grad(z, [x], grad)
+        x64 = x.detach().double().requires_grad_()
+        expected = reference(x64, *[t.double() for t in frozen], **kwargs)
+        (wanted,) = torch.autograd.grad(expected, [x64], grad.double())
+        assert grad_x.dtype == x.dtype and grad_x.stride() == x.stride()
+        assert_close_to(grad_x, wanted, LAYER_GRAD_TOLERANCES, f"frozen d {fn.__name__} / d x")
+
+
+@pytest.mark.parametrize("backend, device", KERNEL_BACKEND_DEVICES)
+def test_layer_backward_output_mask(backend, device):
+    """Each output the mask leaves out comes back empty; the others equal the full call's
+    (x's gradient without the parameters' pass up to the rounding of radius g' u's product)."""
+    ops = fastact._backend.ops(backend)
+    x = torch.randn(5, 8, device=device)
+    u = torch.nn.functional.normalize(torch.randn(6, 8, device=device), dim=1)
+    radius, bias = torch.randn(6, device=device), torch.randn(6, device=device)
+    z, mask = ops.geometric_relu_linear(x, u, radius, bias)
+    grad = torch.randn_like(z)
+    full = ops.geometric_relu_linear_backward(grad, mask, x, u, radius, bias, [True, True])
+    for output_mask in LAYER_OUTPUT_MASKS[1:]:
+        grads = ops.geometric_relu_linear_backward(grad, mask, x, u, radius, bias, output_mask)
+        wanted = [output_mask[0]] + [output_mask[1]] * 3
+        for needed, actual, expected in zip(wanted, grads, full):
+            if not needed:
+                assert actual.numel() == 0
+            elif output_mask[1]:
+                torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+            else:
+                torch.testing.assert_close(actual, expected)
 
 
 # ---- modules ------------------------------------------------------------------------------
@@ -399,9 +456,9 @@ def test_opcheck(backend, device):
                                   (x.clone().requires_grad_(), u.clone().requires_grad_(),
                                    radius.clone().requires_grad_(), b))
             z, mask = ops.geometric_relu_linear(x, u, radius, b)
-            for needs_x in (True, False):
+            for output_mask in LAYER_OUTPUT_MASKS:
                 torch.library.opcheck(ops.geometric_relu_linear_backward.default,
-                                      (torch.randn_like(z), mask, x, u, radius, b, needs_x))
+                                      (torch.randn_like(z), mask, x, u, radius, b, output_mask))
         images = torch.randn(2, 4, 5, 6, device=device).to(dtype)
         filters = torch.randn(6, 2, 3, 3, device=device).to(dtype)
         for layout, b in ((torch.contiguous_format, radius[:6]),
@@ -411,8 +468,10 @@ def test_opcheck(backend, device):
             trained = [t.clone().requires_grad_() for t in args[:4]]
             torch.library.opcheck(ops.geometric_relu_conv2d.default, (*trained, *args[4:]))
             z, mask = ops.geometric_relu_conv2d(*args)
-            torch.library.opcheck(ops.geometric_relu_conv2d_backward.default,
-                                  (torch.randn_like(z), mask, *args[:4], *args[4:], True))
+            for output_mask in LAYER_OUTPUT_MASKS:
+                torch.library.opcheck(ops.geometric_relu_conv2d_backward.default,
+                                      (torch.randn_like(z), mask, *args[:4], *args[4:],
+                                       output_mask))
     empty = torch.empty(0, 9, device=device)
     torch.library.opcheck(ops.geometric_relu_linear.default,
                           (empty, u.float(), radius.float(), None))
@@ -498,7 +557,7 @@ def test_native_ops_check_their_arguments():
         ops.geometric_relu_linear(x, u.double(), radius, None)
     z, mask = ops.geometric_relu_linear(x, u, radius, None)
     with pytest.raises(RuntimeError, match="mask must be the contiguous int32 \\[2, 1\\]"):
-        ops.geometric_relu_linear_backward(z, mask.float(), x, u, radius, None, True)
+        ops.geometric_relu_linear_backward(z, mask.float(), x, u, radius, None, [True, True])
     with pytest.raises(RuntimeError, match="x has 4 channels"):
         ops.geometric_relu_conv2d(torch.randn(1, 4, 5, 5), torch.randn(3, 3, 3, 3), radius, None,
                                   [1, 1], [0, 0], [1, 1], 1)

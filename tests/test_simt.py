@@ -164,13 +164,13 @@ def _kernel_runs():
                               ops.cartesian_to_spherical_backward(randn(37), randn(37, 19), w)),
         "linear": lambda: _layer_outputs(ops.geometric_relu_linear(lx, lu, lr, lb),
                                          lambda z, mask: ops.geometric_relu_linear_backward(
-                                             randn(*z.shape), mask, lx, lu, lr, lb, True)),
+                                             randn(*z.shape), mask, lx, lu, lr, lb, [True, True])),
         "conv2d": lambda: _layer_outputs(
             ops.geometric_relu_conv2d(cx, cu.reshape(6, 4, 3, 3), cr, None, [1, 1], [1, 1],
                                       [1, 1], 1),
             lambda z, mask: ops.geometric_relu_conv2d_backward(
                 randn(*z.shape), mask, cx, cu.reshape(6, 4, 3, 3), cr, None, [1, 1], [1, 1],
-                [1, 1], 1, True)),
+                [1, 1], 1, [True, True])),
     }
 
 

@@ -74,14 +74,14 @@ struct Ops {
   using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
   using LinearBackward = Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                const at::Tensor&, const at::Tensor&,
-                               const std::optional<at::Tensor>&, bool);
+                               const std::optional<at::Tensor>&, std::array<bool, 2>);
   using Conv = std::tuple<at::Tensor, at::Tensor>(
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
       at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t);
   using ConvBackward = Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                              const at::Tensor&, const at::Tensor&,
                              const std::optional<at::Tensor>&, at::IntArrayRef, at::IntArrayRef,
-                             at::IntArrayRef, int64_t, bool);
+                             at::IntArrayRef, int64_t, std::array<bool, 2>);
 
   static const auto& hat() {
     static const auto op = find_op<Namespace, Unary>("hat");
@@ -231,13 +231,22 @@ inline std::optional<at::Tensor> optional_of(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
+// The backward op's output_mask: grad_x, and the parameters' gradients (all three, as any of
+// them needs the pass that gives the others).
+inline std::array<bool, 2> layer_output_mask(AutogradContext* ctx) {
+  return {ctx->needs_input_grad(0),
+          ctx->needs_input_grad(1) || ctx->needs_input_grad(2) || ctx->needs_input_grad(3)};
+}
+
 // The gradients of (x, u, radius, bias) from the backward op's four outputs.
 inline variable_list layer_grads(AutogradContext* ctx, std::tuple<at::Tensor, at::Tensor,
                                                                   at::Tensor, at::Tensor> grads,
                                  bool has_bias) {
   auto [grad_x, grad_u, grad_radius, grad_bias] = std::move(grads);
-  return {or_undefined(ctx->needs_input_grad(0), grad_x), grad_u, grad_radius,
-          or_undefined(has_bias, grad_bias)};
+  const auto [x_needed, parameters_needed] = layer_output_mask(ctx);
+  return {or_undefined(x_needed, grad_x), or_undefined(parameters_needed, grad_u),
+          or_undefined(parameters_needed, grad_radius),
+          or_undefined(parameters_needed && has_bias, grad_bias)};
 }
 
 template <typename Namespace>
@@ -256,7 +265,7 @@ struct LinearFunction : torch::autograd::Function<LinearFunction<Namespace>> {
     const variable_list s = ctx->get_saved_variables();
     return layer_grads(ctx,
                        call_backward(O::linear_backward(), grads[0], s[4], s[0], s[1], s[2],
-                                     optional_of(s[3]), ctx->needs_input_grad(0)),
+                                     optional_of(s[3]), layer_output_mask(ctx)),
                        s[3].defined());
   }
 
@@ -301,7 +310,7 @@ struct ConvFunction : torch::autograd::Function<ConvFunction<Namespace>> {
         ctx,
         call_backward(O::conv_backward(), grads[0], s[4], s[0], s[1], s[2], optional_of(s[3]),
                       stride, padding, dilation, data.at("groups").toInt(),
-                      ctx->needs_input_grad(0)),
+                      layer_output_mask(ctx)),
         s[3].defined());
     result.resize(8);  // no gradient for stride, padding, dilation, groups
     return result;

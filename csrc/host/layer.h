@@ -28,6 +28,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -177,6 +178,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> epilogue_radial(
   return {grad_radius, grad_bias, weight};
 }
 
+// Where output_mask leaves the parameters out (a frozen layer): x's gradient alone,
+// dL/dx = (radius g') u = g' (radius u), the product taken on the smaller of g' (scaled along
+// its channel_dim) and u (along its rows), then input_gradient(g, weight). The trained layer's
+// radial pass gives radius u anyway, but needs G' = g'^T x, the matmul skipped here.
+template <typename InputGradient>
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> frozen_layer_gradients(
+    const at::Tensor& grad_masked, int64_t channel_dim, const at::Tensor& u,
+    const at::Tensor& radius, const at::Tensor& x, bool x_needed,
+    const InputGradient& input_gradient) {
+  const auto none = [&] { return at::empty({0}, radius.options()); };  // outputs never alias
+  at::Tensor grad_x = at::empty({0}, x.options());
+  if (x_needed) {
+    const auto along = [&](const at::Tensor& t, int64_t dim) {
+      std::vector<int64_t> shape(t.dim(), 1);
+      shape[dim] = radius.numel();
+      return radius.view(shape);
+    };
+    grad_x = grad_masked.numel() <= u.numel()
+                 ? input_gradient(grad_masked * along(grad_masked, channel_dim), u)
+                 : input_gradient(grad_masked, u * along(u, 0));
+  }
+  return {grad_x, none(), none(), none()};
+}
+
 // ---- linear: x [..., in], u [out, in], radius [out], bias [out] -----------------------------
 
 inline OutputGeometry linear_geometry(const char* op, const at::Tensor& x, const at::Tensor& u,
@@ -205,12 +230,13 @@ std::tuple<at::Tensor, at::Tensor> linear_forward(const at::Tensor& x, const at:
   return {z.view(shape), mask};
 }
 
-// (grad_x, grad_u, grad_radius, grad_bias); grad_x is empty unless x_needs_grad, grad_bias is
-// [out] also without bias.
+// (grad_x, grad_u, grad_radius, grad_bias), each empty unless output_mask asks for it; grad_bias
+// is [out] also without bias.
 template <typename Epilogues>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_backward(
     const at::Tensor& grad_z, const at::Tensor& mask, const at::Tensor& x, const at::Tensor& u,
-    const at::Tensor& radius, const std::optional<at::Tensor>& bias, bool x_needs_grad) {
+    const at::Tensor& radius, const std::optional<at::Tensor>& bias,
+    std::array<bool, 2> output_mask) {
   const char* op = "geometric_relu_linear_backward";
   const typename Epilogues::DeviceGuard guard(x.device());
   const OutputGeometry geometry = linear_geometry(op, x, u, radius, bias);
@@ -223,12 +249,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_backward(
   const at::Tensor x2 = x.reshape({geometry.rows, u.size(1)});
   const at::Tensor grad = grad_z.reshape({geometry.rows, geometry.cols}).contiguous();
   auto [grad_masked, partial] = epilogue_backward<Epilogues>(grad, mask, geometry);
+  const auto input_gradient = [&](const at::Tensor& g, const at::Tensor& weight) {
+    return at::mm(g, weight).view(x.sizes());
+  };
+  if (!output_mask[1]) {
+    return frozen_layer_gradients(grad_masked, 1, u, radius, x, output_mask[0], input_gradient);
+  }
   at::Tensor grad_u = at::mm(grad_masked.t(), x2);
   // dL/dx = (radius * g') u = g' (radius u): the radial pass scales the small matrix.
   auto [grad_radius, grad_bias, weight] = epilogue_radial<Epilogues>(
-      grad_u, u.contiguous(), radius, partial, geometry, bias, x_needs_grad);
+      grad_u, u.contiguous(), radius, partial, geometry, bias, output_mask[0]);
   at::Tensor grad_x =
-      x_needs_grad ? at::mm(grad_masked, weight).view(x.sizes()) : at::empty({0}, x.options());
+      output_mask[0] ? input_gradient(grad_masked, weight) : at::empty({0}, x.options());
   return {grad_x, grad_u, grad_radius, grad_bias};
 }
 
@@ -283,7 +315,8 @@ template <typename Epilogues>
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
     const at::Tensor& grad_z, const at::Tensor& mask, const at::Tensor& x, const at::Tensor& u,
     const at::Tensor& radius, const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool x_needs_grad) {
+    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 2> output_mask) {
   const char* op = "geometric_relu_conv2d_backward";
   const typename Epilogues::DeviceGuard guard(x.device());
   check_conv_arguments(op, x, u, radius, bias, stride, padding, dilation, groups);
@@ -296,6 +329,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   const OutputGeometry geometry = conv_geometry(op, grad, bias);
   check_mask(op, mask, geometry);
   auto [grad_masked, partial] = epilogue_backward<Epilogues>(grad, mask, geometry);
+  const auto input_gradient = [&](const at::Tensor& g, const at::Tensor& weight) {
+    return std::get<0>(at::convolution_backward(g, x, weight, std::nullopt, stride, padding,
+                                                dilation, /*transposed=*/false,
+                                                /*output_padding=*/{0, 0}, groups,
+                                                {true, false, false}))
+        .contiguous(conv_output_format(x));
+  };
+  if (!output_mask[1]) {
+    return frozen_layer_gradients(grad_masked, 1, u, radius, x, output_mask[0], input_gradient);
+  }
   // The weight gradient first (it does not read the weight); the radial pass then gives
   // radius * u, the weight of the input gradient.
   auto weight_grads = at::convolution_backward(
@@ -305,15 +348,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> conv2d_backward(
   at::Tensor flat_grad_u = grad_u.view({u.size(0), -1});
   auto [grad_radius, grad_bias, flat_weight] =
       epilogue_radial<Epilogues>(flat_grad_u, u.contiguous().view({u.size(0), -1}), radius,
-                                 partial, geometry, bias, x_needs_grad);
-  at::Tensor grad_x = at::empty({0}, x.options());
-  if (x_needs_grad) {
-    grad_x = std::get<0>(at::convolution_backward(grad_masked, x, flat_weight.view(u.sizes()),
-                                                  std::nullopt, stride, padding, dilation,
-                                                  /*transposed=*/false, /*output_padding=*/{0, 0},
-                                                  groups, {true, false, false}))
-                 .contiguous(conv_output_format(x));
-  }
+                                 partial, geometry, bias, output_mask[0]);
+  at::Tensor grad_x = output_mask[0] ? input_gradient(grad_masked, flat_weight.view(u.sizes()))
+                                     : at::empty({0}, x.options());
   if (bias.has_value()) grad_bias = grad_bias.view(bias->sizes());
   return {grad_x, grad_u, grad_radius, grad_bias};
 }

@@ -174,6 +174,22 @@ def _radial_backward(grad_u: Tensor, u: Tensor, radius: Tensor, partial: Tensor,
     return grad_radius, grad_bias, weight
 
 
+def _frozen_layer_gradients(grad_masked: Tensor, u: Tensor, radius: Tensor, x: Tensor,
+                            x_needed: bool, input_gradient):
+    """csrc/host/layer.h's frozen_layer_gradients: x's gradient alone, (radius g') u =
+    g' (radius u) with the product on the smaller of g' and u."""
+    grad_x = x.new_empty(0)
+    if x_needed:
+        def along(t: Tensor, dim: int) -> Tensor:
+            shape = [1] * t.dim()
+            shape[dim] = radius.numel()
+            return radius.view(shape)
+        grad_x = (input_gradient(grad_masked * along(grad_masked, 1), u)
+                  if grad_masked.numel() <= u.numel()
+                  else input_gradient(grad_masked, u * along(u, 0)))
+    return grad_x, radius.new_empty(0), radius.new_empty(0), radius.new_empty(0)
+
+
 def _check_layer(op: str, x: Tensor, u: Tensor, radius: Tensor, bias: Tensor | None, dim: int):
     if u.dim() != dim:
         raise RuntimeError(f"fastact_triton.{op}: u must be {dim}-D, got shape {tuple(u.shape)}")
@@ -199,18 +215,23 @@ def geometric_relu_linear(x: Tensor, u: Tensor, radius: Tensor,
 @torch.library.custom_op("fastact_triton::geometric_relu_linear_backward", mutates_args=())
 def geometric_relu_linear_backward(grad_z: Tensor, mask: Tensor, x: Tensor, u: Tensor,
                                    radius: Tensor, bias: Tensor | None,
-                                   x_needs_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                                   output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check_layer("geometric_relu_linear_backward", x, u, radius, bias, 2)
     out, fan_in = u.shape
     rows = x.numel() // fan_in
     x2 = x.reshape(rows, fan_in)
     grad_masked, partial = _epilogue_backward(grad_z.reshape(rows, out).contiguous(), mask, rows,
                                               out)
+    def input_gradient(g: Tensor, weight: Tensor) -> Tensor:
+        return torch.mm(g, weight).view(x.shape)
+
+    if not output_mask[1]:
+        return _frozen_layer_gradients(grad_masked, u, radius, x, output_mask[0], input_gradient)
     grad_u = torch.mm(grad_masked.t(), x2)
     # dL/dx = (radius * g') u = g' (radius u): the radial pass scales the small matrix.
     grad_radius, grad_bias, weight = _radial_backward(grad_u, u.contiguous(), radius, partial, bias,
-                                                      out, 1, True, x_needs_grad)
-    grad_x = torch.mm(grad_masked, weight).view(x.shape) if x_needs_grad else x.new_empty(0)
+                                                      out, 1, True, output_mask[0])
+    grad_x = input_gradient(grad_masked, weight) if output_mask[0] else x.new_empty(0)
     return grad_x, grad_u, grad_radius, grad_bias
 
 
@@ -236,12 +257,21 @@ def geometric_relu_conv2d(x: Tensor, u: Tensor, radius: Tensor, bias: Tensor | N
 def geometric_relu_conv2d_backward(grad_z: Tensor, mask: Tensor, x: Tensor, u: Tensor,
                                    radius: Tensor, bias: Tensor | None, stride: list[int],
                                    padding: list[int], dilation: list[int], groups: int,
-                                   x_needs_grad: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                                   output_mask: list[bool]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check_layer("geometric_relu_conv2d_backward", x, u, radius, bias, 4)
     grad = grad_z.contiguous(memory_format=_conv_format(x))
     channels, positions = grad.shape[1], grad.shape[2] * grad.shape[3]
     channels_fastest = not grad.is_contiguous()
     grad_masked, partial = _epilogue_backward(grad, mask, grad.shape[0], channels * positions)
+
+    def input_gradient(g: Tensor, weight: Tensor) -> Tensor:
+        grad_x, _, _ = torch.ops.aten.convolution_backward(
+            g, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
+            [True, False, False])
+        return grad_x.contiguous(memory_format=_conv_format(x))
+
+    if not output_mask[1]:
+        return _frozen_layer_gradients(grad_masked, u, radius, x, output_mask[0], input_gradient)
     # The weight gradient first (it does not read the weight); the radial pass then gives
     # radius * u, the weight of the input gradient.
     _, grad_weight, _ = torch.ops.aten.convolution_backward(
@@ -250,13 +280,8 @@ def geometric_relu_conv2d_backward(grad_z: Tensor, mask: Tensor, x: Tensor, u: T
     grad_u = grad_weight.contiguous()
     grad_radius, grad_bias, weight = _radial_backward(
         grad_u.view(channels, -1), u.contiguous().view(channels, -1), radius, partial, bias,
-        channels, positions, channels_fastest, x_needs_grad)
-    grad_x = x.new_empty(0)
-    if x_needs_grad:
-        grad_x, _, _ = torch.ops.aten.convolution_backward(
-            grad_masked, x, weight.view(u.shape), None, stride, padding, dilation, False, [0, 0],
-            groups, [True, False, False])
-        grad_x = grad_x.contiguous(memory_format=_conv_format(x))
+        channels, positions, channels_fastest, output_mask[0])
+    grad_x = input_gradient(grad_masked, weight.view(u.shape)) if output_mask[0] else x.new_empty(0)
     if bias is not None:
         grad_bias = grad_bias.view(bias.shape)
     return grad_x, grad_u, grad_radius, grad_bias
