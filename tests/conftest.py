@@ -1,4 +1,6 @@
+import hashlib
 import os
+import tempfile
 
 import torch
 
@@ -7,32 +9,25 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import hashlib  # noqa: E402
-import importlib.util  # noqa: E402
-import tempfile  # noqa: E402
-
-
-def _build_identity() -> str:
-    """The built extensions' files (size and mtime), hashed."""
-    stamp = []
-    for name in ("fastact._C", "fastact._C_emulated"):
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin:
-            info = os.stat(spec.origin)
-            stamp.append(f"{name}:{info.st_size}:{info.st_mtime_ns}")
-    return hashlib.sha256(";".join(stamp).encode()).hexdigest()[:16]
-
-
-# torch.compile's on-disk caches find a graph of fastact ops by the ops' names, not their
-# schemas: after a rebuild that changed a schema, a cached graph would call an op with its old
-# arguments. One cache directory per build of the extensions.
-os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR",
-                      os.path.join(tempfile.gettempdir(), f"torchinductor-fastact-{_build_identity()}"))
-
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 import fastact  # noqa: E402
+
+
+def _schemas_identity() -> str:
+    """The schemas of every fastact op registered (C++, emulated, Triton), hashed."""
+    names = sorted(name for name in torch._C._dispatch_get_all_op_names()
+                   if name.split("::")[0].startswith("fastact"))
+    schemas = ";".join(str(torch._C._get_schema(name, "")) for name in names)
+    return hashlib.sha256(schemas.encode()).hexdigest()[:16]
+
+
+# torch.compile's on-disk caches find a graph of fastact ops by the ops' names, not their
+# schemas: after a change of schema, a cached graph would call an op with its old arguments.
+# One cache directory per set of schemas (a rebuild that keeps them keeps the cache warm).
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"torchinductor-fastact-{_schemas_identity()}"))
 
 # Hypothesis profiles, chosen by HYPOTHESIS_PROFILE (or pytest --hypothesis-profile):
 #  - "ci", the default (make test): derandomized and without the example database, so every run
