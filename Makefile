@@ -14,7 +14,7 @@ CUDA_VENV := $(CUDA_CACHE)/venv-torch2.14.1-cu130
 CUDA_BUILD ?= $(CUDA_CACHE)/build-cuda
 CUDA_HOME ?= /usr/local/cuda
 
-.PHONY: test test-fast plant-bugs bench bench-quick bench-check bench-baseline check-cuda check-gpu build extension clean
+.PHONY: test test-slow test-fast plant-bugs bench bench-quick bench-check bench-baseline check-cuda check-gpu build extension clean
 
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,13 +40,22 @@ extension: $(VENV)/.installed
 		[ -n "$$(find csrc setup.py $(VENV)/.installed -type f -newer $(EXTENSION) -print -quit)" ]; \
 		then $(MAKE) build; fi
 
+# The suite on every core (pytest-xdist; worksteal: a worker that runs out takes queued tests
+# from the other), all but the `slow` mark: the tests that need ~13 GiB for one tensor of
+# 2^31 + 5 elements (several at once would not fit in memory) and an AOTInductor compile.
+# `make test-slow` runs those, one at a time; CI runs both.
+TEST_WORKERS ?= auto
 test: build
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
+
+test-slow: extension
+	$(PY) -m pytest -m slow
 
 # The inner loop: no slow tests, no Triton-interpreter ids, the short hypothesis profile; the
-# extension is rebuilt only when a source changed. `make test` stays the full suite (CI).
+# extension is rebuilt only when a source changed.
 test-fast: extension
-	HYPOTHESIS_PROFILE=fast $(PY) -m pytest -q -m "not slow" -k "not interpreter"
+	HYPOTHESIS_PROFILE=fast $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -q -m "not slow" \
+		-k "not interpreter"
 
 bench: extension
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
