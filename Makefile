@@ -45,8 +45,9 @@ extension: $(VENV)/.installed
 # 2^31 + 5 elements (several at once would not fit in memory) and an AOTInductor compile.
 # `make test-slow` runs those, one at a time; CI runs both.
 TEST_WORKERS ?= auto
+PARALLEL_PYTEST = $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 test: build
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
+	$(PARALLEL_PYTEST) -m "not slow"
 
 test-slow: extension
 	$(PY) -m pytest -m slow
@@ -54,8 +55,7 @@ test-slow: extension
 # The inner loop: no slow tests, no Triton-interpreter ids, the short hypothesis profile; the
 # extension is rebuilt only when a source changed.
 test-fast: extension
-	HYPOTHESIS_PROFILE=fast $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -q -m "not slow" \
-		-k "not interpreter"
+	HYPOTHESIS_PROFILE=fast $(PARALLEL_PYTEST) -q -m "not slow" -k "not interpreter"
 
 bench: extension
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
